@@ -1,0 +1,1 @@
+"""The Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019): IMP with rewinding."""

@@ -1,0 +1,31 @@
+"""LeNet-300-100 (LeCun et al. 1998), the fully connected net of the lottery-ticket paper."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from lib.models import register
+from lib.models.init import glorot_
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+ReLU for each hidden width, then a Linear classifier."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...]):
+        super().__init__()
+        widths = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+        glorot_(self)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@register("lenet_300_100")
+def lenet_300_100(input_shape, num_classes, **kw) -> nn.Module:
+    return MLP(input_shape, num_classes, hidden=(300, 100))

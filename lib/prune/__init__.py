@@ -1,0 +1,1 @@
+"""Pruning: masks, unstructured criteria, iterative magnitude pruning."""

@@ -1,0 +1,82 @@
+"""From trials to tables and plots: tidy trials.csv -> table.md (mean ± sd, n) -> PNGs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from lib.runs import atomic_write_text  # noqa: E402
+
+
+def results_dir(experiment: str, scale: str) -> Path:
+    """`$LAB_RESULTS_DIR/<experiment>/<scale>` (tests), else `results/<experiment>/<scale>`."""
+    return Path(os.environ.get("LAB_RESULTS_DIR", "results")) / experiment / scale
+
+
+def write_trials(rows: list[dict], out_dir: Path) -> pd.DataFrame:
+    """Write the tidy table: one row per trial, every config field and metric a column."""
+    df = pd.DataFrame(rows)
+    atomic_write_text(out_dir / "trials.csv", df.to_csv(index=False))
+    return df
+
+
+def aggregate(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean, sample sd and n of each metric over the rows sharing the `by` columns (seeds)."""
+    grouped = df.groupby(list(by), sort=True, dropna=False)[list(metrics)]
+    out = grouped.agg(["mean", "std", "count"])
+    out.columns = [f"{m}_{s.replace('std', 'sd').replace('count', 'n')}" for m, s in out.columns]
+    return out.reset_index()
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if pd.isna(v) else f"{v:.4g}"
+    return str(v)
+
+
+def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
+                  digits: dict[str, int] | None = None, scale: dict[str, float] | None = None) -> pd.DataFrame:
+    """Collapse `<m>_mean`, `<m>_sd`, `<m>_n` into one 'mean ± sd' column per metric, plus n."""
+    digits, scale = digits or {}, scale or {}
+    out = agg[list(by)].copy()
+    for m in metrics:
+        d, k = digits.get(m, 4), scale.get(m, 1.0)
+        mean, sd = agg[f"{m}_mean"] * k, agg[f"{m}_sd"] * k
+        out[m] = [f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(mean, sd)]
+    out["n"] = agg[f"{metrics[0]}_n"].astype(int)
+    return out
+
+
+def line_plot(df: pd.DataFrame, *, x: str, y: str, hue: str | None, path: Path, title: str,
+              logx: bool = False, xlabel: str | None = None, ylabel: str | None = None,
+              style: str | None = None, invert_x: bool = False) -> None:
+    """Seaborn line plot of y vs x with a mean line and a ±sd band over seeds."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, errorbar="sd", marker="o",
+                 markersize=4, ax=ax)
+    if logx:
+        ax.set_xscale("log")
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel or y)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,251 @@
+"""The one training loop of the lab.
+
+Read it top to bottom: build the optimiser, restore a checkpoint if the run was killed, then
+step through seeded batches, evaluating on validation and test every `eval_every` steps. Methods
+never edit this file: a distillation loss is a `criterion`, an extra term (a penalty, a feature
+loss) or a per-step action (masking, snapshots) is a `Hook`.
+
+The early-stopping point is the evaluation with the lowest validation loss; the test accuracy
+reported for a trial is the one measured there (never selected on test).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lib.data import BatchIterator, Splits
+from lib.runs import atomic_torch_save
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Exactly one of `iterations` and `epochs` is positive."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    iterations: int = 0
+    epochs: float = 0.0
+    schedule: str = "constant"
+    milestones: tuple[float, ...] = ()  # "step" schedule: fractions of training where lr *= gamma
+    gamma: float = 0.1
+    eval_every: int = 0  # steps between evaluations; 0 means once per epoch
+    augment: bool = False  # random crop + flip (CIFAR)
+
+    def validate(self) -> "TrainConfig":
+        """Raise a one-line ValueError naming the first bad field."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown '{self.optimizer}', choose from {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: unknown '{self.schedule}', choose from {', '.join(SCHEDULES)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if (self.iterations > 0) == (self.epochs > 0):
+            raise ValueError("iterations/epochs: set exactly one of them to a positive value")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every: must be >= 0, got {self.eval_every}")
+        return self
+
+    def total_steps(self, n_train: int) -> int:
+        if self.iterations:
+            return self.iterations
+        return max(1, round(self.epochs * (n_train // self.batch_size)))
+
+    def lr_at(self, step: int, total: int) -> float:
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * step / total))
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(step >= m * total for m in self.milestones)
+        return self.lr
+
+
+class Hook:
+    """Extension point of the loop; override only what a method needs.
+
+    `parameters` adds trainable tensors (a FitNet regressor); `extra_loss` adds a term to the
+    batch loss; `after_backward` may edit gradients; `after_step` runs after each optimiser step
+    with the number of completed steps (masks are re-applied here).
+    """
+
+    def parameters(self) -> Iterable[Tensor]:
+        return ()
+
+    def extra_loss(self, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
+        return None
+
+    def after_backward(self, model: nn.Module) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """Learning curve plus the numbers a trial reports."""
+
+    history: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+
+    @property
+    def early_stop(self) -> dict:
+        """The evaluation with the lowest validation loss (the first one on ties)."""
+        return min(self.history, key=lambda r: r["val_loss"])
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+    def summary(self) -> dict:
+        best, last = self.early_stop, self.final
+        return {"early_stop_iter": best["step"], "val_acc": best["val_acc"],
+                "test_acc": best["test_acc"], "final_test_acc": last["test_acc"],
+                "final_val_acc": last["val_acc"], "train_wall_s": round(self.wall_s, 3),
+                "images_per_s": round(self.images_per_s, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 10000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), chunk):
+        logits = model(x[i:i + chunk])
+        loss += F.cross_entropy(logits, y[i:i + chunk], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i:i + chunk]).sum().item()
+    model.train(was_training)
+    return loss / len(x), correct / len(x)
+
+
+def make_optimizer(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD, fused where the device supports it (it halves per-step overhead on CPU)."""
+    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        cls = torch.optim.Adam
+    else:
+        cls, kw["momentum"] = torch.optim.SGD, cfg.momentum
+    try:
+        return cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, foreach=True, **kw)
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal, or when LAB_PROGRESS=1; quiet in logs and CI."""
+    return os.environ.get("LAB_PROGRESS") == "1" or sys.stderr.isatty()
+
+
+def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
+          hooks: Sequence[Hook] = (), criterion: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+          checkpoint: Path | None = None, log: Callable[[dict], None] | None = None,
+          desc: str = "train") -> TrainResult:
+    """Train `model` in place on `data.train_*`; evaluate on validation and test.
+
+    `criterion(x, y, logits)` replaces cross-entropy (distillation); `checkpoint` is a file
+    written atomically at every evaluation and read back if it exists, so a killed run resumes
+    exactly where its last evaluation left it; `log(row)` receives every evaluation row.
+    """
+    cfg.validate()
+    device = data.train_x.device
+    batches = BatchIterator(data.train_x, data.train_y, cfg.batch_size, seed, cfg.augment)
+    total = cfg.total_steps(len(data.train_x))
+    eval_every = cfg.eval_every or batches.steps_per_epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += [p for h in hooks for p in h.parameters()]
+    opt = make_optimizer(params, cfg)
+    result, step = TrainResult(), 0
+
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for h, hs in zip(hooks, state["hooks"]):
+            h.load_state_dict(hs)
+        step, result.history = state["step"], state["history"]
+        result.wall_s = state["wall_s"]
+        for row in result.history if log is not None else ():
+            log(row)  # replay, so the resumed run's log is whole
+
+    eval_s = 0.0  # time spent evaluating, left out of the training throughput
+
+    def record(train_loss: float) -> None:
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
+        test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+        row = dict(step=step, train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
+                   test_loss=test_loss, test_acc=test_acc, lr=cfg.lr_at(step, total))
+        result.history.append(row)
+        if log is not None:
+            log(row)
+        eval_s += time.perf_counter() - t0
+
+    if step == 0:  # the untrained model is the first point of every learning curve
+        record(float("nan"))
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not show_progress(), leave=False)
+    model.train()
+    started, start_step = time.perf_counter(), step
+    running, seen = torch.zeros((), device=device), 0
+    for xb, yb in batches.from_step(step):
+        if step >= total:
+            break
+        if cfg.schedule != "constant":
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step, total)
+        logits = model(xb)
+        loss = criterion(xb, yb, logits) if criterion else F.cross_entropy(logits, yb)
+        for h in hooks:
+            extra = h.extra_loss(xb, yb, logits)
+            if extra is not None:
+                loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for h in hooks:
+            h.after_backward(model)
+        opt.step()
+        step += 1
+        for h in hooks:
+            h.after_step(model, step)
+        running += loss.detach()
+        seen += 1
+        bar.update(1)
+        if step % eval_every == 0 or step == total:
+            record(running.item() / seen)
+            running.zero_(), bar.set_postfix(val_acc=f"{result.history[-1]['val_acc']:.4f}")
+            seen = 0
+            elapsed = time.perf_counter() - started
+            if checkpoint is not None:
+                atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "hooks": [h.state_dict() for h in hooks], "step": step,
+                                   "history": result.history, "wall_s": result.wall_s + elapsed},
+                                  checkpoint)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    result.wall_s += elapsed
+    result.images_per_s = (step - start_step) * cfg.batch_size / max(elapsed - eval_s, 1e-9)
+    return result

@@ -16,7 +16,7 @@ from torch import nn
 from lib.data import Splits
 from lib.log import TrialLog
 from lib.runs import Run, flat_config
-from lib.train import Hook, TrainConfig, TrainResult, train
+from lib.train import Hook, TrainConfig, TrainResult, evaluate, train
 
 SCALES = ("smoke", "default", "paper")
 
@@ -127,6 +127,26 @@ def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, s
         tlog.finish(summary)
     run.finish({**summary, "run": run.hash})
     run.path("checkpoint.pt").unlink(missing_ok=True)  # optimiser state is not needed any more
+    return run.result()
+
+
+def run_eval(run: Run, *, experiment: str, scale: str, name: str, data: Splits,
+             build: Callable[[], nn.Module], extra: dict | None = None) -> dict:
+    """An untrained trial (e.g. a supermask at init): evaluate once, log, mark done."""
+    if run.done:
+        return run.result()
+    run.start()
+    model = build()
+    val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
+    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+    row = dict(step=0, val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
+    result = dict(val_acc=val_acc, test_acc=test_acc, final_test_acc=test_acc, early_stop_iter=0,
+                  train_wall_s=0.0, **(extra or {}))
+    with TrialLog(run.dir, experiment=experiment, stage="evaluate", scale=scale, name=name,
+                  config=flat_config(run.cfg), config_hash=run.hash) as tlog:
+        tlog.log(row)
+        tlog.finish(result)
+    run.finish({**result, "run": run.hash})
     return run.result()
 
 

@@ -60,7 +60,10 @@ class TrialLog:
         self.rows.append(row)
         if self.wb is not None:
             try:
-                self.wb.log({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+                # curves live under curve/*, so a trial's summary (test_acc at early stop)
+                # is never overwritten by the last logged point
+                self.wb.log({f"curve/{k}": v for k, v in row.items() if k != "step"},
+                            step=int(row["step"]))
             except Exception as e:  # noqa: BLE001
                 _warn(f"log failed ({type(e).__name__})")
                 self.wb = None

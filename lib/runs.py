@@ -87,10 +87,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 class Run:
     """One trial's folder: config.json, checkpoints, metrics.csv, result.json and `done`."""
 
-    def __init__(self, experiment: str, cfg: Any, root: Path | None = None):
+    def __init__(self, experiment: str, cfg: Any, root: Path | None = None, scale: str = ""):
         self.cfg = cfg
         self.hash = config_hash(cfg)
-        self.dir = (root or runs_root()) / experiment / self.hash
+        # smoke trials live apart (runs/smoke/...) so `make clean-smoke` can drop them
+        base = (root or runs_root()) / ("smoke" if scale == "smoke" else "")
+        self.dir = base / experiment / self.hash
 
     def path(self, name: str) -> Path:
         return self.dir / name

@@ -5,8 +5,9 @@ step through seeded batches, evaluating on validation and test every `eval_every
 never edit this file: a distillation loss is a `criterion`, an extra term (a penalty, a feature
 loss) or a per-step action (masking, snapshots) is a `Hook`.
 
-The early-stopping point is the evaluation with the lowest validation loss; the test accuracy
-reported for a trial is the one measured there (never selected on test).
+The early-stopping point is the evaluation with the lowest validation loss (or, by choice, the
+highest validation accuracy); the test accuracy reported for a trial is the one measured there
+(never selected on test).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from lib.runs import atomic_torch_save
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
+EARLY_STOP = ("val_loss", "val_acc")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainConfig:
     gamma: float = 0.1
     eval_every: int = 0  # steps between evaluations; 0 means once per epoch
     augment: bool = False  # random crop + flip (CIFAR)
+    early_stop_on: str = "val_loss"  # or "val_acc" (supermasks: their loss is badly calibrated)
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line ValueError naming the first bad field."""
@@ -59,6 +62,8 @@ class TrainConfig:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
         if (self.iterations > 0) == (self.epochs > 0):
             raise ValueError("iterations/epochs: set exactly one of them to a positive value")
+        if self.early_stop_on not in EARLY_STOP:
+            raise ValueError(f"early_stop_on: unknown '{self.early_stop_on}', choose from {', '.join(EARLY_STOP)}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every: must be >= 0, got {self.eval_every}")
         return self
@@ -81,7 +86,8 @@ class Hook:
 
     `parameters` adds trainable tensors (a FitNet regressor); `extra_loss` adds a term to the
     batch loss; `after_backward` may edit gradients; `after_step` runs after each optimiser step
-    with the number of completed steps (masks are re-applied here).
+    with the number of completed steps (masks are re-applied here); `metrics` adds columns to
+    every evaluation row (e.g. the accuracy of a sampled supermask).
     """
 
     def parameters(self) -> Iterable[Tensor]:
@@ -95,6 +101,9 @@ class Hook:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         pass
+
+    def metrics(self, model: nn.Module, data: Splits) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -110,10 +119,14 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
     images_per_s: float = 0.0
+    early_stop_on: str = "val_loss"
 
     @property
     def early_stop(self) -> dict:
-        """The evaluation with the lowest validation loss (the first one on ties)."""
+        """The evaluation with the lowest validation loss, or the highest validation accuracy
+        (the first one on ties)."""
+        if self.early_stop_on == "val_acc":
+            return max(self.history, key=lambda r: r["val_acc"])
         return min(self.history, key=lambda r: r["val_loss"])
 
     @property
@@ -178,7 +191,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for h in hooks for p in h.parameters()]
     opt = make_optimizer(params, cfg)
-    result, step = TrainResult(), 0
+    result, step = TrainResult(early_stop_on=cfg.early_stop_on), 0
 
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -200,6 +213,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
         test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
         row = dict(step=step, train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
                    test_loss=test_loss, test_acc=test_acc, lr=cfg.lr_at(step, total))
+        for h in hooks:
+            row.update(h.metrics(model, data))
         result.history.append(row)
         if log is not None:
             log(row)

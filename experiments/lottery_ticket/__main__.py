@@ -89,7 +89,7 @@ def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[di
         for variant in cfg.variants:
             if level == 0 and variant != "ticket":
                 continue  # at level 0 every variant is the same dense net
-            run = Run(EXPERIMENT, Trial(setup, seed, level, variant))
+            run = Run(EXPERIMENT, Trial(setup, seed, level, variant), scale=scale)
             gen = torch.Generator().manual_seed(seed * 1000 + level)
             if variant == "random_mask":
                 prev = masks.get(("random_mask", level - 1), masks[("ticket", 0)])
@@ -103,7 +103,7 @@ def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[di
             else:  # reinit: the ticket's mask
                 mask = masks[("ticket", level)]
             masks[(variant, level)] = mask
-            rewind_path = Run(EXPERIMENT, Trial(setup, seed, 0, "ticket")).path("rewind.pt")
+            rewind_path = Run(EXPERIMENT, Trial(setup, seed, 0, "ticket"), scale=scale).path("rewind.pt")
             start_state = init_state
             if setup.rewind_step and level > 0:
                 start_state = torch.load(rewind_path, map_location=device, weights_only=True)

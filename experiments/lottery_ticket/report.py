@@ -12,11 +12,11 @@ from lib.runs import Run, atomic_write_text, flat_config
 METRICS = ["weights_left", "test_acc", "final_test_acc", "early_stop_iter", "val_acc"]
 
 
-def learning_curves(cfg: LotteryConfig, trials: pd.DataFrame) -> pd.DataFrame:
+def learning_curves(cfg: LotteryConfig, trials: pd.DataFrame, scale: str) -> pd.DataFrame:
     """Every trial's evaluation rows (from its metrics.csv), tagged with seed, level, variant."""
     frames = []
     for t in trials.itertuples():
-        run = Run("lottery_ticket", Trial(cfg.setup, int(t.seed), int(t.level), t.variant))
+        run = Run("lottery_ticket", Trial(cfg.setup, int(t.seed), int(t.level), t.variant), scale=scale)
         curve = pd.read_csv(run.path("metrics.csv"))
         frames.append(curve.assign(seed=t.seed, level=t.level, variant=t.variant,
                                    weights_left=t.weights_left))
@@ -28,7 +28,7 @@ def write_report(cfg: LotteryConfig, rows: list[dict], scale: str, *, wall_s: fl
     out = results_dir("lottery_ticket", scale)
     config_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
     trials = write_trials([{**row, **config_cols} for row in rows], out)
-    curves = learning_curves(cfg, trials)
+    curves = learning_curves(cfg, trials, scale)
     atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
 
     agg = aggregate(trials, ["level", "variant"], METRICS)

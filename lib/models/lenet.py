@@ -27,5 +27,6 @@ class MLP(nn.Module):
 
 
 @register("lenet_300_100")
-def lenet_300_100(input_shape, num_classes, **kw) -> nn.Module:
-    return MLP(input_shape, num_classes, hidden=(300, 100))
+def lenet_300_100(input_shape, num_classes, hidden: tuple[int, ...] = (300, 100), **kw) -> nn.Module:
+    """`hidden` rebuilds a neuron-pruned LeNet from its surviving widths."""
+    return MLP(input_shape, num_classes, hidden=tuple(hidden))

@@ -87,9 +87,22 @@ def prune(cfg: PruneConfig, mask: Mask, kinds: dict[str, str], w_init: dict[str,
     return prune_round(s, mask, rates, scope=cfg.scope, generator=generator)
 
 
-def density_after(levels: int, sizes: dict[str, int], rates: dict[str, float]) -> float:
-    """Fraction of weights left after `levels` layerwise rounds (with the same rounding)."""
+def kept_after(levels: int, sizes: dict[str, int], rates: dict[str, float]) -> dict[str, int]:
+    """Weights each layer keeps after `levels` layerwise rounds (with the rounds' rounding)."""
     alive = dict(sizes)
     for _ in range(levels):
         alive = {n: a - round(rates[n] * a) for n, a in alive.items()}
-    return sum(alive.values()) / sum(sizes.values())
+    return alive
+
+
+def density_after(levels: int, sizes: dict[str, int], rates: dict[str, float]) -> float:
+    """Fraction of weights left after `levels` layerwise rounds."""
+    return sum(kept_after(levels, sizes, rates).values()) / sum(sizes.values())
+
+
+def prune_oneshot(score: dict[str, Tensor], rates: dict[str, float], levels: int,
+                  generator: torch.Generator) -> Mask:
+    """One step to the per-layer sparsity that `levels` rounds of IMP would reach."""
+    counts = kept_after(levels, {n: s.numel() for n, s in score.items()}, rates)
+    return Mask({n: keep_top(s, torch.ones_like(s, dtype=torch.bool), counts[n], generator)
+                 for n, s in score.items()})

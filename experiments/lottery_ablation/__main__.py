@@ -1,0 +1,254 @@
+"""Deconstructing lottery tickets: mask criteria, mask-1 and mask-0 actions, supermasks.
+
+    python -m experiments.lottery_ablation --scale smoke|default|paper [--criteria a,b]
+        [--ablations a,b] [--mask0 a,b] [--studies criteria,mask1,mask0,supermask] [--seeds N]
+
+Per seed: one dense run gives w_init and w_final. Each criterion scores every weight from them
+and keeps the top of each layer (the sparsity of n IMP rounds); the kept weights start from a
+mask-1 action (rewind, reinit, reshuffle, signed constant, ...), the pruned ones follow a mask-0
+action (zero, or frozen at init), and the net is retrained. Supermasks: each criterion's mask on
+the untrained weights (no training), and a mask learned by a straight-through Bernoulli sample.
+Outputs: results/lottery_ablation/<scale>/ (trials.csv, table.md, overlap.csv, sign_flips.csv, PNGs).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import torch
+
+from experiments.common import (Stopwatch, add_train_args, apply_train_args, base_parser,
+                                check_scale, fail, machine, parse_list, pick_device, run_eval,
+                                run_trial)
+from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
+                                                 AblationConfig, Trial, for_scale)
+from experiments.lottery_ablation.report import mask_statistics, write_report
+from lib import data as datasets
+from lib import models
+from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_constant
+from lib.prune.criteria import CRITERIA, scores
+from lib.prune.imp import prune_oneshot, prune_round
+from lib.prune.mask import Mask, prunable_layers
+from lib.prune.supermask import SampledAccuracy, SupermaskNet
+from lib.runs import Run, atomic_torch_save
+
+EXPERIMENT = "lottery_ablation"
+
+
+def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
+    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
+    p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
+    p.add_argument("--studies", default=None, help=f"comma list of {', '.join(STUDIES)}")
+    p.add_argument("--criteria", default=None, help=f"comma list of {', '.join(CRITERIA)}")
+    p.add_argument("--ablations", default=None, help=f"mask-1 actions: {', '.join(MASK1)}")
+    p.add_argument("--mask0", default=None, help=f"mask-0 actions: {', '.join(MASK0)}")
+    p.add_argument("--levels", default=None, help="comma list of IMP-equivalent levels, e.g. 3,7,15")
+    p.add_argument("--mode", default=None, help="oneshot (default scale) or iterative (paper scale)")
+    add_train_args(p)
+    a = p.parse_args(argv)
+    try:
+        scale = check_scale(a.scale)
+        models.check_model_name(a.model)
+        cfg = for_scale(scale, a.model)
+        setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a))
+        if a.mode:
+            setup = replace(setup, mode=parse_list(a.mode, MODES, "mode")[0])
+        lists = {"studies": (a.studies, STUDIES), "criteria": (a.criteria, tuple(CRITERIA)),
+                 "ablations": (a.ablations, tuple(MASK1)), "mask0s": (a.mask0, tuple(MASK0))}
+        changes = {k: parse_list(v, choices, k.replace("mask0s", "mask0"))
+                   for k, (v, choices) in lists.items() if v is not None}
+        if a.levels is not None:
+            try:
+                changes["levels"] = tuple(int(x) for x in a.levels.split(","))
+            except ValueError:
+                raise ValueError(f"levels: expected comma-separated integers, got '{a.levels}'") from None
+        if a.seeds is not None:
+            changes["seeds"] = a.seeds
+        return replace(cfg, setup=setup, **changes).validate(), scale, pick_device(a.device)
+    except ValueError as e:
+        fail(str(e))
+
+
+class SeedRun:
+    """All trials of one seed; masks and trained weights are computed once and memoised."""
+
+    def __init__(self, cfg: AblationConfig, seed: int, data, scale: str, device):
+        self.cfg, self.setup, self.seed, self.data, self.scale, self.device = cfg, cfg.setup, seed, data, scale, device
+        self.init = {n: t.clone() for n, t in self.fresh_model(seed).state_dict().items()}
+        self.reinit = {n: t.clone() for n, t in self.fresh_model(seed + 7919).state_dict().items()}
+        self.kinds = prunable_layers(self.fresh_model(seed))
+        self.rates = self.setup.prune.rates(self.kinds)
+        self.masks: dict[tuple, Mask] = {}
+        self.rows: list[dict] = []
+
+    def fresh_model(self, seed: int):
+        torch.manual_seed(seed)
+        return models.build(self.setup.model, self.data.input_shape, self.data.num_classes).to(self.device)
+
+    def run(self, **kw) -> Run:
+        return Run(EXPERIMENT, Trial(self.setup, self.seed, **kw), scale=self.scale)
+
+    def gen(self, *key) -> torch.Generator:
+        """A generator seeded by (seed, key), stable across processes (unlike hash())."""
+        digest = hashlib.sha1(repr((self.seed, *key)).encode()).hexdigest()
+        return torch.Generator().manual_seed(int(digest[:15], 16))
+
+    # ------------------------------------------------------------------ masks and weights
+    def final(self, criterion: str, ablation: str, mask0: str, level: int) -> dict:
+        """Trained weights of a chain at `level` (level 0: the dense run, shared by all)."""
+        if level == 0:
+            criterion, ablation, mask0 = "large_final", "rewind", "zero"
+        run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
+        if not run.done:
+            self.train(criterion, ablation, mask0, level)
+        return torch.load(run.path("final.pt"), map_location=self.device, weights_only=True)
+
+    def source(self, criterion: str, ablation: str, mask0: str, level: int) -> tuple[Mask, dict]:
+        """The mask a level starts from and the trained weights it is scored on."""
+        if self.setup.mode == "oneshot" or level == 1:
+            return Mask.ones(self.fresh_model(self.seed)), self.final(criterion, ablation, mask0, 0)
+        prev = (criterion, ablation, mask0, level - 1)
+        return self.mask(*prev), self.final(*prev)
+
+    def mask(self, criterion: str, ablation: str, mask0: str, level: int) -> Mask:
+        # one-shot masks depend on the criterion only; iterative ones on the whole chain
+        chain = (ablation, mask0) if self.setup.mode == "iterative" else ("", "")
+        key = (criterion, *chain, level)
+        if key not in self.masks:
+            alive, w_final = self.source(criterion, ablation, mask0, level)
+            g = self.gen("mask", *key)
+            s = scores(criterion, {n: self.init[n] for n in alive}, {n: w_final[n] for n in alive}, g)
+            if self.setup.mode == "iterative":
+                self.masks[key] = prune_round(s, alive, self.rates, generator=g)
+            else:
+                self.masks[key] = prune_oneshot(s, self.rates, level, g)
+        return self.masks[key]
+
+    # ------------------------------------------------------------------ trials
+    def train(self, criterion: str, ablation: str, mask0: str, level: int) -> dict:
+        run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
+        dense = level == 0
+        mask = Mask.ones(self.fresh_model(self.seed)) if dense else self.mask(criterion, ablation, mask0, level)
+        fill = None if dense else mask0_fill(mask0, self.init, self.source(criterion, ablation, mask0, level)[1], mask)
+
+        def build():
+            model = self.fresh_model(self.seed)
+            state = dict(self.init)
+            if not dense:
+                state.update(mask1_values(ablation, self.init, self.reinit, mask, self.gen("mask1", ablation, level)))
+            model.load_state_dict(state)
+            return model
+
+        def after(model, res):
+            atomic_torch_save(model.state_dict(), run.path("final.pt"))
+            nonzero = sum(int((model.state_dict()[n] != 0).sum()) for n in mask) / mask.size()
+            return {"weights_left": mask.density(), "nonzero_left": nonzero}
+
+        name = f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}"
+        res = run_trial(run, experiment=EXPERIMENT, stage="train" if dense else "prune", scale=self.scale,
+                        name=name, seed=self.seed, data=self.data, train_cfg=self.setup.train,
+                        build=build, hooks_for=lambda m: [mask.hook(m, fill)], after=after)
+        self.report(name, res)
+        return res
+
+    def untrained(self, criterion: str, values: str, level: int) -> dict:
+        """A criterion's mask on the untrained weights (`values`: init or signed_constant)."""
+        mask = self.mask(criterion, "rewind", "zero", level)
+        run = self.run(criterion=criterion, ablation=values, level=level, trained=False)
+
+        def build():
+            model = self.fresh_model(self.seed)
+            if values == "signed_constant":
+                model.load_state_dict({**self.init, **{n: signed_constant(self.init[n]) for n in mask}})
+            return mask.apply(model)
+
+        name = f"s{self.seed}-L{level}-{criterion}-{values}-untrained"
+        res = run_eval(run, experiment=EXPERIMENT, scale=self.scale, name=name, data=self.data,
+                       build=build, extra={"weights_left": mask.density(), "nonzero_left": mask.density()})
+        self.report(name, res)
+        return res
+
+    def learned_supermask(self, weights: str) -> dict:
+        run = self.run(criterion="learned", ablation=weights, level=0)
+
+        def build():
+            base = self.fresh_model(self.seed)
+            w = {n: signed_constant(self.init[n]) if weights == "signed_constant" else self.init[n]
+                 for n in self.kinds}
+            return SupermaskNet(base, w, seed=self.seed).to(self.device)
+
+        def after(model, res):
+            best = res.early_stop
+            return {"weights_left": best["mask_density"], "nonzero_left": best["mask_density"],
+                    "test_acc_sampled": best["test_acc_sampled"]}
+
+        name = f"s{self.seed}-learned-supermask-{weights}"
+        res = run_trial(run, experiment=EXPERIMENT, stage="supermask", scale=self.scale, name=name,
+                        seed=self.seed, data=self.data, train_cfg=self.setup.supermask_train,
+                        build=build, hooks_for=lambda m: [SampledAccuracy()], after=after)
+        self.report(name, res)
+        return res
+
+    def report(self, name: str, res: dict) -> None:
+        print(f"{name:>48}: {res['weights_left']:7.2%} left, test acc {res['test_acc']:.4f}", flush=True)
+
+    def add(self, study: str, res: dict, **key) -> None:
+        self.rows.append({"study": study, "seed": self.seed, **key, **res})
+
+    # ------------------------------------------------------------------ studies
+    def all(self) -> list[dict]:
+        cfg, levels = self.cfg, self.cfg.levels
+        dense = self.train("large_final", "rewind", "zero", 0)
+        self.add("dense", dense, criterion="none", ablation="none", mask0="none", level=0, trained=True)
+        for level in levels:
+            if "criteria" in cfg.studies:
+                for c in cfg.criteria:
+                    self.add("criteria", self.train(c, "rewind", "zero", level), criterion=c,
+                             ablation="rewind", mask0="zero", level=level, trained=True)
+            if "mask1" in cfg.studies:
+                for a in cfg.ablations:
+                    self.add("mask1", self.train("large_final", a, "zero", level), criterion="large_final",
+                             ablation=a, mask0="zero", level=level, trained=True)
+            if "mask0" in cfg.studies:
+                for m0 in cfg.mask0s:
+                    self.add("mask0", self.train("large_final", "rewind", m0, level), criterion="large_final",
+                             ablation="rewind", mask0=m0, level=level, trained=True)
+            if "supermask" in cfg.studies:
+                for c in cfg.criteria:
+                    for values in SUPERMASK_WEIGHTS:
+                        self.add("supermask", self.untrained(c, values, level), criterion=c,
+                                 ablation=values, mask0="zero", level=level, trained=False)
+        if "supermask" in cfg.studies:
+            for weights in SUPERMASK_WEIGHTS:
+                res = self.learned_supermask(weights)
+                key = dict(criterion="learned", ablation=weights, mask0="zero", level=0, trained=True)
+                self.add("supermask", {**res, "mask_eval": "threshold"}, **key)
+                self.add("supermask", {**res, "mask_eval": "sampled", "test_acc": res["test_acc_sampled"]}, **key)
+        return self.rows
+
+    def statistics(self) -> tuple[list[dict], list[dict]]:
+        masks = {(c, lv): self.mask(c, "rewind", "zero", lv) for c in self.cfg.criteria for lv in self.cfg.levels}
+        return mask_statistics(self.seed, masks, self.init, self.final("large_final", "rewind", "zero", 0))
+
+
+def main(argv=None) -> None:
+    cfg, scale, device = parse_args(argv)
+    clock = Stopwatch()
+    try:
+        data = datasets.load(cfg.setup.dataset, val_size=cfg.setup.val_size,
+                             train_limit=cfg.setup.train_limit or None,
+                             test_limit=cfg.setup.test_limit or None).to(device)
+    except datasets.DataError as e:
+        fail(str(e))
+    rows, overlap, flips = [], [], []
+    for seed in range(cfg.seeds):
+        seed_run = SeedRun(cfg, seed, data, scale, device)
+        rows += seed_run.all()
+        o, f = seed_run.statistics()
+        overlap, flips = overlap + o, flips + f
+    out = write_report(cfg, rows, overlap, flips, scale, wall_s=clock.seconds, machine=machine())
+    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

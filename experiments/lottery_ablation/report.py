@@ -1,0 +1,95 @@
+"""Tables, mask statistics and figures of the lottery-ablation experiment."""
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from experiments.lottery_ablation.config import AblationConfig
+from lib.prune.mask import Mask
+from lib.report import aggregate, line_plot, markdown, mean_sd_table, results_dir, write_trials
+from lib.runs import atomic_write_text, flat_config
+
+KEYS = ["study", "criterion", "ablation", "mask0", "level", "mask_eval"]
+METRICS = ["weights_left", "test_acc", "early_stop_iter", "final_test_acc"]
+
+
+def mask_statistics(seed: int, masks: dict[tuple[str, int], Mask], w_init: dict,
+                    w_final: dict) -> tuple[list[dict], list[dict]]:
+    """Jaccard overlap between criteria's masks per level, and sign flips per layer."""
+    overlap = []
+    for (c1, lv), (c2, lv2) in product(masks, masks):
+        if lv != lv2:
+            continue
+        a, b = masks[(c1, lv)], masks[(c2, lv)]
+        inter = sum(int((a[n] & b[n]).sum()) for n in a)
+        union = sum(int((a[n] | b[n]).sum()) for n in a)
+        overlap.append({"seed": seed, "level": lv, "weights_left": a.density(),
+                        "criterion_a": c1, "criterion_b": c2, "jaccard": inter / max(union, 1)})
+    flips = []
+    for name in next(iter(masks.values())):
+        flipped = torch.sign(w_init[name]) != torch.sign(w_final[name])
+        flips.append({"seed": seed, "layer": name, "level": 0, "subset": "all",
+                      "sign_flip_fraction": flipped.float().mean().item()})
+        for (c, lv), m in masks.items():
+            if c != "large_final":
+                continue
+            for subset, sel in (("kept", m[name]), ("pruned", ~m[name])):
+                flips.append({"seed": seed, "layer": name, "level": lv, "subset": subset,
+                              "sign_flip_fraction": flipped[sel].float().mean().item() if sel.any() else float("nan")})
+    return overlap, flips
+
+
+def write_report(cfg: AblationConfig, rows: list[dict], overlap: list[dict], flips: list[dict],
+                 scale: str, *, wall_s: float, machine: str) -> Path:
+    out = results_dir("lottery_ablation", scale)
+    config_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
+    trials = write_trials([{"mask_eval": "", **r, **config_cols} for r in rows], out)
+    atomic_write_text(out / "overlap.csv", pd.DataFrame(overlap).to_csv(index=False))
+    atomic_write_text(out / "sign_flips.csv", pd.DataFrame(flips).to_csv(index=False))
+
+    agg = aggregate(trials, KEYS, METRICS)
+    table = mean_sd_table(agg, KEYS, METRICS, digits={"weights_left": 2, "test_acc": 2, "early_stop_iter": 0,
+                                                      "final_test_acc": 2},
+                          scale={"weights_left": 100, "test_acc": 100, "final_test_acc": 100})
+    s = cfg.setup
+    lines = [f"# Deconstructing lottery tickets: {s.model} on {s.dataset} ({scale} scale)\n",
+             f"{s.mode} pruning to the per-layer sparsity of IMP levels {list(cfg.levels)} "
+             f"({s.prune.rate_fc:.0%} fc / {s.prune.rate_conv:.0%} conv / {s.prune.rate_output:.0%} "
+             f"output per round); retraining: {s.train.optimizer} lr {s.train.lr}, batch "
+             f"{s.train.batch_size}, {s.train.iterations} iterations; learned supermasks: lr "
+             f"{s.supermask_train.lr}, {s.supermask_train.iterations} iterations. Accuracies in %, "
+             f"mean ± sd over seeds; trained rows at the iteration of minimum validation loss.\n"]
+    for study in ["dense", "criteria", "mask1", "mask0", "supermask"]:
+        part = table[table.study == study].drop(columns=["study"])
+        if len(part):
+            lines.append(f"\n## {study}\n\n" + markdown(part.rename(columns={
+                "weights_left": "weights left %", "test_acc": "test acc %", "final_test_acc": "final test acc %",
+                "early_stop_iter": "early-stop iter"})))
+    lines.append(f"\nTrials: {len(trials)} rows; summed training time {trials.train_wall_s.sum():.0f} s; "
+                 f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
+                 f"Machine: {machine}.\n")
+    atomic_write_text(out / "table.md", "".join(lines))
+    _plots(trials, out)
+    return out
+
+
+def _plots(trials: pd.DataFrame, out: Path) -> None:
+    dense = trials[trials.study == "dense"]
+    for study, hue, title in (("criteria", "criterion", "Mask criteria (kept weights rewound to init)"),
+                              ("mask1", "ablation", "Mask-1: what kept weights restart from"),
+                              ("mask0", "mask0", "Mask-0: what pruned weights are")):
+        part = trials[trials.study == study]
+        if len(part):
+            part = pd.concat([part, *[dense.assign(**{hue: v}) for v in part[hue].unique()]])
+            line_plot(part, x="weights_left", y="test_acc", hue=hue, path=out / f"{study}.png",
+                      logx=True, invert_x=True, title=title, xlabel="fraction of weights remaining (log)",
+                      ylabel="test accuracy at early stop")
+    sm = trials[(trials.study == "supermask") & ~trials.trained.astype(bool)]
+    if len(sm):
+        line_plot(sm, x="weights_left", y="test_acc", hue="criterion", style="ablation",
+                  path=out / "supermask.png", logx=True, invert_x=True,
+                  title="Supermasks: masks on untrained weights (no training)",
+                  xlabel="fraction of weights remaining (log)", ylabel="test accuracy at init")

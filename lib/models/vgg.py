@@ -1,0 +1,82 @@
+"""CIFAR-style VGG with BatchNorm (Simonyan & Zisserman 2015, as used by Network Slimming).
+
+Layout of the Network Slimming code (Liu et al. 2017): conv3x3-BN-ReLU blocks with 2x2
+max-pooling between stages and no pool after the last stage, then global average pooling and
+one Linear classifier. On 3x32x32 the last feature map is 2x2, so the global average is the
+paper's AvgPool2d(2); VGG-19 for CIFAR-10 has 20.04M parameters, as in the paper.
+
+`widths` is the config list: an int is a conv's output channels, 'M' a max-pool. A pool that
+would shrink the map below 1 pixel is skipped, so every config runs on 1x28x28 as on 3x32x32.
+A pruned network is rebuilt from its channel counts with `VGG(..., widths=model.arch()["widths"])`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from lib.models import register
+
+CONFIGS: dict[str, tuple] = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512),
+    # narrow and cheap, for CPU runs on 28x28
+    "vgg_small": (32, "M", 64, "M", 128, 128, "M"),
+}
+
+
+class VGG(nn.Module):
+    """`features` (conv-BN-ReLU and pools, per `widths`), global average pool, `classifier`."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: Sequence):
+        super().__init__()
+        c, h, w = input_shape
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
+        self._layout = tuple(widths)  # the constructor's widths; after surgery only its 'M's hold
+        layers: list[nn.Module] = []
+        for v in self._layout:
+            if v == "M":
+                if min(h, w) >= 2:  # never pool a 1-pixel map away
+                    layers.append(nn.MaxPool2d(2))
+                    h, w = h // 2, w // 2
+                continue
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"widths: entries must be positive ints or 'M', got {v!r}")
+            layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU()]
+            c = v
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(c, num_classes)
+        for m in self.modules():  # the Network Slimming code's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.classifier(self.flatten(self.pool(self.features(x))))  # (B, C) -> (B, classes)
+
+    def arch(self) -> dict:
+        """Constructor kwargs of this network, channel counts read from its current layers."""
+        convs = iter(m.out_channels for m in self.features if isinstance(m, nn.Conv2d))
+        widths = tuple(v if v == "M" else next(convs) for v in self._layout)
+        return {"input_shape": self.input_shape, "num_classes": self.num_classes, "widths": widths}
+
+
+def _factory(name: str):
+    def build(input_shape, num_classes, widths: Sequence | None = None, **kw) -> nn.Module:
+        return VGG(input_shape, num_classes, widths=CONFIGS[name] if widths is None else widths)
+    build.__name__ = name
+    build.__doc__ = f"{name}: VGG with widths {CONFIGS[name]} unless `widths` is given."
+    return register(name)(build)
+
+
+for _name in CONFIGS:
+    _factory(_name)

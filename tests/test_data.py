@@ -1,0 +1,132 @@
+"""Datasets: IDX reading, the torchvision on-disk layouts, splits, the batch iterator."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lib import data
+
+
+def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(f"{path}.gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def fake_mnist(folder, n_train=300, n_test=100, gz=False, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {"train_x": rng.integers(0, 256, (n_train, 28, 28)), "train_y": rng.integers(0, 10, n_train),
+              "test_x": rng.integers(0, 256, (n_test, 28, 28)), "test_y": rng.integers(0, 10, n_test)}
+    for key, name in data.IDX_FILES.items():
+        write_idx(folder / name, arrays[key], gz=gz)
+    return arrays
+
+
+def test_idx_roundtrip(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a", a)
+    write_idx(tmp_path / "b", a, gz=True)
+    assert np.array_equal(data.read_idx(tmp_path / "a"), a)
+    assert np.array_equal(data.read_idx(tmp_path / "b.gz"), a)
+
+
+def test_fashion_mnist_from_data_dir(tmp_path):
+    arrays = fake_mnist(tmp_path / "fm", gz=True)
+    s = data.load("fashion_mnist", val_size=50, data_dir=tmp_path / "fm", download=False)
+    assert s.train_x.shape == (250, 1, 28, 28) and s.val_x.shape == (50, 1, 28, 28)
+    assert s.test_x.shape == (100, 1, 28, 28) and s.train_x.dtype == torch.float32
+    assert torch.equal(s.test_y, torch.from_numpy(arrays["test_y"]).long())
+    # normalised with the training split's statistics
+    assert abs(s.train_x.mean().item()) < 1e-5 and abs(s.train_x.std().item() - 1) < 1e-3
+
+
+def test_mnist_through_torchvision_layout(tmp_path):
+    """MNIST goes through torchvision: raw IDX files under <root>/MNIST/raw/."""
+    arrays = fake_mnist(tmp_path / "MNIST" / "raw")
+    s = data.load("mnist", val_size=20, data_dir=tmp_path, download=False)
+    assert s.num_classes == 10 and len(s.train_x) + len(s.val_x) == 300
+    assert torch.equal(s.test_y, torch.from_numpy(arrays["test_y"]).long())
+
+
+def test_cifar10_through_torchvision_layout(tmp_path, monkeypatch):
+    """CIFAR-10's pickled batches in torchvision's folder; md5 check stubbed for tiny files."""
+    import torchvision
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, 20).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    s = data.load("cifar10", val_size=10, data_dir=tmp_path, download=False)
+    assert s.train_x.shape == (90, 3, 32, 32) and s.test_x.shape == (20, 3, 32, 32)
+    assert s.input_shape == (3, 32, 32)
+
+
+def test_missing_dataset_is_one_actionable_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    with pytest.raises(data.DataError) as e:
+        data.load("mnist", data_dir=tmp_path / "nowhere", download=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "DATA_DIR" in msg and "mnist" in msg
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="^dataset: unknown 'imagenet', choose from fashion_mnist, mnist"):
+        data.load("imagenet")
+
+
+def test_split_is_seeded_and_disjoint(tmp_path):
+    fake_mnist(tmp_path / "fm")
+    a = data.load("fashion_mnist", val_size=40, split_seed=3, data_dir=tmp_path / "fm", download=False)
+    b = data.load("fashion_mnist", val_size=40, split_seed=3, data_dir=tmp_path / "fm", download=False)
+    c = data.load("fashion_mnist", val_size=40, split_seed=4, data_dir=tmp_path / "fm", download=False)
+    assert torch.equal(a.val_x, b.val_x) and not torch.equal(a.val_x, c.val_x)
+    rows = {tuple(r.tolist()) for r in a.train_x.flatten(1)}
+    assert not any(tuple(r.tolist()) in rows for r in a.val_x.flatten(1))
+
+
+def test_batch_iterator_is_a_function_of_seed_and_step():
+    x, y = torch.arange(50.0).view(50, 1), torch.arange(50)
+    it = data.BatchIterator(x, y, batch_size=8, seed=1)
+    assert it.steps_per_epoch == 6
+    stream = it.from_step(0)
+    first = [next(stream) for _ in range(15)]
+    epoch0 = torch.cat([b[1] for b in first[:6]])
+    assert len(set(epoch0.tolist())) == 48  # no repeats within an epoch
+    resumed = it.from_step(9)
+    for i in range(9, 15):
+        xb, yb = next(resumed)
+        assert torch.equal(yb, first[i][1]) and torch.equal(xb, first[i][0])
+    other = data.BatchIterator(x, y, batch_size=8, seed=2).from_step(0)
+    assert not torch.equal(next(other)[1], first[0][1])
+
+
+def test_augmentation_shapes_and_resume():
+    x, y = torch.randn(40, 3, 8, 8), torch.arange(40)
+    it = data.BatchIterator(x, y, batch_size=10, seed=0, augment=True)
+    a = [next(it.from_step(0)) for _ in range(1)][0]
+    assert a[0].shape == (10, 3, 8, 8)
+    s = it.from_step(0)
+    batches = [next(s) for _ in range(5)]
+    assert torch.equal(next(it.from_step(4))[0], batches[4][0])
+
+
+def test_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        data.BatchIterator(torch.zeros(5, 1), torch.zeros(5), batch_size=6, seed=0)

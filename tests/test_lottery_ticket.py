@@ -1,0 +1,118 @@
+"""Smoke runs of experiments.lottery_ticket: outputs, wandb records, resume after a kill."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from notebooks import execute
+from wandb_records import offline_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBERS = ["seed", "level", "variant", "weights_left", "early_stop_iter", "test_acc",
+           "final_test_acc", "val_acc"]
+
+
+def run_cli(*args, env_dir: Path, check=True, **kw):
+    env = {**os.environ, "LAB_RUNS_DIR": str(env_dir / "runs"),
+           "LAB_RESULTS_DIR": str(env_dir / "results"), "WANDB_DIR": str(env_dir)}
+    return subprocess.run([sys.executable, "-m", "experiments.lottery_ticket", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=check, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("lt")
+    run_cli("--scale", "smoke", env_dir=base)
+    return base
+
+
+def test_smoke_outputs(smoke):
+    out = smoke / "results" / "lottery_ticket" / "smoke"
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(NUMBERS) <= set(trials.columns) and {"train.lr", "prune.rate_fc", "model"} <= set(trials.columns)
+    # 2 seeds x (dense + 3 levels x {ticket, reinit})
+    assert len(trials) == 2 * (1 + 3 * 2)
+    assert trials.test_acc.between(0, 1).all() and trials.final_test_acc.between(0, 1).all()
+    assert trials.test_acc.min() > 0.5  # far above chance (0.1) on Fashion-MNIST after 120 steps
+    left = trials.groupby("level").weights_left.agg(["min", "max"])
+    assert (left["min"] == left["max"]).all()  # ticket and reinit share the mask's sparsity
+    assert left["min"].round(4).tolist() == [1.0, 0.8004, 0.6406, 0.5128]
+    table = (out / "table.md").read_text()
+    assert "| level | variant | weights left %" in table and "Machine:" in table
+    for png in ("test_acc.png", "early_stop.png", "learning_curves.png"):
+        assert (out / png).stat().st_size > 10_000
+    curves = pd.read_csv(out / "curves.csv")
+    assert set(curves.step) == {0, 40, 80, 120}
+
+
+def test_every_trial_is_an_offline_wandb_run(smoke):
+    runs = offline_runs(smoke)
+    assert len(runs) == 14
+    assert {r["run"].run_group for r in runs} == {"lottery_ticket"}
+    assert {r["run"].job_type for r in runs} == {"train", "prune"}
+    assert all(list(r["run"].tags) == ["smoke"] for r in runs)
+    trials = pd.read_csv(smoke / "results" / "lottery_ticket" / "smoke" / "trials.csv")
+    by_hash = {r["config"]["config_hash"]: r for r in runs}
+    assert set(by_hash) == set(trials.run)
+    for t in trials.itertuples():
+        rec = by_hash[t.run]
+        assert rec["summary"]["test_acc"] == pytest.approx(t.test_acc)
+        assert rec["config"]["seed"] == t.seed and rec["config"]["variant"] == t.variant
+        assert len(rec["history"]) == 4
+
+
+def test_rerun_reuses_finished_trials(smoke):
+    before = len(list((smoke / "wandb").glob("offline-run-*")))
+    done = sorted((smoke / "runs" / "smoke" / "lottery_ticket").glob("*/done"))
+    mtimes = [p.stat().st_mtime_ns for p in done]
+    run_cli("--scale", "smoke", env_dir=smoke)
+    assert len(list((smoke / "wandb").glob("offline-run-*"))) == before  # no trial re-ran
+    assert [p.stat().st_mtime_ns for p in done] == mtimes
+
+
+def test_killed_run_finishes_with_the_same_numbers(smoke, tmp_path):
+    env = {**os.environ, "LAB_RUNS_DIR": str(tmp_path / "runs"),
+           "LAB_RESULTS_DIR": str(tmp_path / "results"), "WANDB_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.lottery_ticket", "--scale", "smoke"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "runs" / "smoke" / "lottery_ticket"
+    deadline = time.time() + 120
+    # kill in the middle of a trial: some trials done, one with a checkpoint but no done marker
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(runs.glob("*/done"))) >= 3 and any(
+                not (c.parent / "done").exists() for c in runs.glob("*/checkpoint.pt")):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results" / "lottery_ticket" / "smoke" / "trials.csv").exists()
+    run_cli("--scale", "smoke", env_dir=tmp_path)
+    ref = pd.read_csv(smoke / "results" / "lottery_ticket" / "smoke" / "trials.csv")[NUMBERS]
+    got = pd.read_csv(tmp_path / "results" / "lottery_ticket" / "smoke" / "trials.csv")[NUMBERS]
+    pd.testing.assert_frame_equal(ref, got)
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--scale", "huge"], "scale"), (["--levels", "-1"], "levels"), (["--model", "vgg99"], "model"),
+    (["--variants", "ticket,lucky"], "variants"), (["--dataset", "svhn"], "dataset"),
+    (["--optimizer", "lion"], "optimizer"), (["--scope", "net"], "scope"),
+])
+def test_bad_input_is_one_line_before_any_compute(args, field, tmp_path):
+    res = run_cli(*args, env_dir=tmp_path, check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith(f"error: {field}: ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
+    monkeypatch.setenv("LAB_RESULTS_DIR", str(smoke / "results"))
+    nb = execute("lottery_ticket", scale="smoke")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "14 trials" in text and "dense test accuracy" in text

@@ -1,0 +1,242 @@
+"""lib.quant: quantizers against torch's fake-quant oracle, STE, calibration, PTQ / QAT, int8."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_splits
+from lib.models import build
+from lib.quant import (QuantSpec, apply_to_weights, calibrate, calibrate_model, cast_roundtrip,
+                       dequantize, fake_quantize, fixed_point, model_size_bytes, prepare, qparams,
+                       quantize, quantize_weights_, relative_precision, to_int8)
+from lib.quant.qat import quant_layers
+from lib.train import TrainConfig, train
+
+SHAPE = (1, 28, 28)
+
+
+def one_line_error(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+# ----------------------------------------------------------------------------- quantizer
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fake_quantize_matches_torch(bits, symmetric):
+    g = torch.Generator().manual_seed(bits)
+    x = torch.randn(6, 5, 3, 3, generator=g) * 2 + (0.0 if symmetric else 0.7)
+    spec = QuantSpec(bits, symmetric)
+    s, zp, qmin, qmax = qparams(x, spec)
+    oracle = torch.fake_quantize_per_tensor_affine(x, s.reshape(()), zp.reshape(()), qmin, qmax)
+    assert torch.equal(fake_quantize(x, spec), oracle)
+    for axis in (0, 1):
+        spec = QuantSpec(bits, symmetric, per_channel=True, axis=axis)
+        s, zp, qmin, qmax = qparams(x, spec)
+        oracle = torch.fake_quantize_per_channel_affine(x, s.reshape(-1), zp.reshape(-1),
+                                                        axis, qmin, qmax)
+        assert torch.equal(fake_quantize(x, spec), oracle)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_round_trip_error_at_most_half_scale(symmetric):
+    x = torch.randn(1000) * 3
+    s, zp, qmin, qmax = qparams(x, QuantSpec(4, symmetric))
+    q = quantize(x, s, zp, qmin, qmax)
+    assert q.min() >= qmin and q.max() <= qmax and torch.equal(q, q.round())
+    err = (dequantize(q, s, zp) - x).abs()
+    assert err.max() <= s.max() / 2 * (1 + 1e-5)
+
+
+def test_ste_gradient_is_one_inside_zero_outside():
+    x = torch.linspace(-3, 3, 601, requires_grad=True)
+    spec = QuantSpec(4, symmetric=False)
+    fake_quantize(x, spec, lo=-1.0, hi=2.0).sum().backward()
+    s, zp, qmin, qmax = qparams(x, spec, -1.0, 2.0)
+    q = torch.round(x.detach() / s) + zp  # before clamping
+    inside = (q >= qmin) & (q <= qmax)
+    assert torch.equal(x.grad, inside.float())
+    assert x.grad[300] == 1 and x.grad[0] == 0 and x.grad[-1] == 0  # x = 0, -3, 3
+    assert 0.4 < inside.float().mean() < 0.6  # [-1, 2] is half of [-3, 3]
+    xo = x.detach().clone().requires_grad_(True)  # same mask as torch's own fake quant
+    torch.fake_quantize_per_tensor_affine(xo, s.reshape(()), zp.reshape(()), qmin, qmax).sum().backward()
+    assert torch.equal(x.grad, xo.grad)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_k_bits_give_at_most_2_to_the_k_values(bits):
+    x = torch.randn(5000) * 4
+    for symmetric in (True, False):
+        if symmetric and bits == 1:
+            continue  # rejected by design, see test_spec_errors
+        y = fake_quantize(x, QuantSpec(bits, symmetric))
+        assert y.unique().numel() <= 2 ** bits - (1 if symmetric else 0)
+
+
+def test_spec_errors_are_one_line_and_name_bits():
+    for bits in (0, 17):
+        with pytest.raises(ValueError) as e:
+            QuantSpec(bits=bits).validate()
+        assert one_line_error(e).startswith("bits:") and str(bits) in str(e.value)
+    with pytest.raises(ValueError) as e:
+        fake_quantize(torch.randn(4), QuantSpec(bits=1, symmetric=True))
+    assert one_line_error(e).startswith("bits:")
+
+
+def test_zero_range_is_safe():
+    for spec in (QuantSpec(8), QuantSpec(8, symmetric=False), QuantSpec(4, per_channel=True)):
+        assert torch.equal(fake_quantize(torch.zeros(3, 4), spec), torch.zeros(3, 4))
+    assert torch.allclose(fake_quantize(torch.full((5,), 2.5), QuantSpec(8, False)), torch.full((5,), 2.5))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def test_calibration_observers():
+    x = torch.randn(20000)
+    x[:3] = torch.tensor([30.0, -25.0, 18.0])  # outliers
+    spec = QuantSpec(4)
+    lo, hi = calibrate(x, spec, "minmax")
+    assert lo.item() == x.min().item() and hi.item() == x.max().item()
+    plo, phi = calibrate(x, spec, "percentile", p=99.9)
+    assert lo <= plo <= phi <= hi and phi < 10
+    mlo, mhi = calibrate(x, spec, "mse")
+
+    def err(a, b):
+        return (fake_quantize(x, spec, a, b) - x).pow(2).mean()
+    assert err(mlo, mhi) <= err(lo, hi)
+    w = torch.randn(8, 50)
+    cspec = QuantSpec(3, per_channel=True, axis=0)
+    clo, chi = calibrate([w[:, :25], w[:, 25:]], cspec, "minmax")  # batches joined along dim 1
+    assert torch.equal(chi.flatten(), w.amax(1)) and torch.equal(clo.flatten(), w.amin(1))
+    mlo, mhi = calibrate(w, cspec, "mse")
+    per_ch = lambda a, b: (fake_quantize(w, cspec, a, b) - w).pow(2).mean(1)  # noqa: E731
+    assert torch.all(per_ch(mlo, mhi) <= per_ch(clo, chi))
+
+
+def test_unknown_calibration_is_one_line_error():
+    with pytest.raises(ValueError) as e:
+        calibrate(torch.randn(10), QuantSpec(), "kl_divergence")
+    assert one_line_error(e).startswith("calibration: unknown 'kl_divergence'")
+
+
+# ----------------------------------------------------------------------------- PTQ / QAT
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_splits(n_train=400, n_test=200, val=100)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """Each model after a few Adam steps, so its logits are confident enough to compare."""
+    models = {}
+    for name, steps in (("lenet_300_100", 20), ("conv2", 6)):
+        torch.manual_seed(0)
+        m = build(name, SHAPE, data.num_classes)
+        train(m, data, TrainConfig(optimizer="adam", lr=1e-3, iterations=steps, batch_size=32,
+                                   eval_every=steps), seed=0)
+        models[name] = m.eval()
+    return models
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv2"])
+def test_ptq_8bit_close_to_float(name, trained, data):
+    fp = trained[name]
+    q = prepare(copy.deepcopy(fp), QuantSpec(8, per_channel=True), QuantSpec(8, symmetric=False))
+    assert len(quant_layers(q)) == sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in fp.modules())
+    with pytest.raises(RuntimeError, match="calibrate_model"):
+        q.eval()(data.test_x[:2])
+    calibrate_model(q, data.train_x[:128], "minmax")
+    with torch.no_grad():
+        a, b = fp(data.test_x), q(data.test_x)
+    assert (a - b).abs().max() < 0.05 * (a.max() - a.min())
+    assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.95
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv2"])
+def test_qat_gradients_reach_weights(name, data):
+    m = prepare(build(name, SHAPE, data.num_classes), QuantSpec(4, per_channel=True), QuantSpec(4, False))
+    m.train()
+    nn.functional.cross_entropy(m(data.train_x[:16]), data.train_y[:16]).backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert all(layer.range_is_set() for _, layer in quant_layers(m))
+
+
+def test_qat_trains_through_lib_train(data):
+    torch.manual_seed(0)
+    m = prepare(build("lenet_300_100", SHAPE, data.num_classes), QuantSpec(4, per_channel=True),
+                QuantSpec(4, False))
+    calibrate_model(m, data.train_x[:128], "percentile")
+    res = train(m, data, TrainConfig(optimizer="adam", lr=1e-3, iterations=20, batch_size=32,
+                                     eval_every=20), seed=0)
+    assert res.final["val_acc"] > res.history[0]["val_acc"] and res.final["val_acc"] > 0.5
+    assert "net.1.act_lo" in m.state_dict()
+
+
+def test_quantize_weights_in_place():
+    m = build("lenet_300_100", SHAPE, 10)
+    quantize_weights_(m, QuantSpec(3, per_channel=True))
+    for layer in (m.net[1], m.net[3], m.net[5]):
+        assert all(row.unique().numel() <= 7 for row in layer.weight)
+
+
+# ----------------------------------------------------------------------------- int8
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv2"])
+def test_int8_close_to_float_and_small(name, trained, data):
+    fp = trained[name]
+    before = copy.deepcopy(fp.state_dict())
+    q = to_int8(fp, data.train_x[:128])
+    with torch.no_grad():
+        agree = (fp(data.test_x).argmax(1) == q(data.test_x).argmax(1)).float().mean()
+    assert agree >= 0.95
+    assert model_size_bytes(q) < 0.3 * model_size_bytes(fp)
+    assert all(torch.equal(v, fp.state_dict()[k]) for k, v in before.items())  # float untouched
+
+
+@pytest.mark.parametrize("layer", [nn.GELU(), nn.LSTM(4, 4)])
+def test_int8_unsupported_layer_is_one_line_error(layer):
+    model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2))
+    with pytest.raises(ValueError) as e:
+        to_int8(model, torch.randn(8, 4))
+    msg = one_line_error(e)
+    assert msg.startswith(f"int8: unsupported layer 1 ({type(layer).__name__})") and "Linear" in msg
+
+
+# ----------------------------------------------------------------------------- precision
+
+def test_fixed_point_grid_and_saturation():
+    x = torch.randn(1000) * 5
+    for f in (0, 3, 8):
+        y = fixed_point(x, f)
+        assert torch.equal(y * 2 ** f, (y * 2 ** f).round())
+        assert (y - x).abs().max() <= 2.0 ** -f / 2
+    y = fixed_point(x, 4, int_bits=2)
+    assert y.min() >= -4 and y.max() <= 4 - 2 ** -4
+    with pytest.raises(ValueError, match="^frac_bits:"):
+        fixed_point(x, -1)
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "float16"])
+def test_float_roundtrip_within_relative_precision(fmt):
+    x = torch.randn(10000) * 10
+    y = cast_roundtrip(x, fmt)
+    assert y.dtype == x.dtype and not torch.equal(x, y)
+    assert torch.all((y - x).abs() <= relative_precision(fmt) * x.abs())
+    with pytest.raises(ValueError, match="^dtype:"):
+        cast_roundtrip(x, "int4")
+
+
+def test_apply_to_weights_returns_modified_copy():
+    m = build("lenet_300_100", SHAPE, 10)
+    w0 = m.net[1].weight.detach().clone()
+    out = apply_to_weights(m, lambda w: cast_roundtrip(w, "bfloat16"))
+    assert torch.equal(m.net[1].weight, w0)
+    assert torch.equal(out.net[1].weight, cast_roundtrip(w0, "bfloat16"))
+    assert torch.equal(out.net[1].bias, m.net[1].bias)  # biases untouched by default

@@ -1,0 +1,118 @@
+"""The training loop: resume is exact, early stopping reads validation only, hooks work."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_splits
+from lib import models
+from lib.train import Hook, TrainConfig, TrainResult, train
+
+
+class Crash(Hook):
+    def __init__(self, at: int):
+        self.at = at
+
+    def after_step(self, model, step):
+        if step == self.at:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    return models.build("lenet_300_100", (1, 28, 28), 10)
+
+
+CFG = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, iterations=60, eval_every=20)
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    data = tiny_splits()
+    whole = build()
+    ref = train(whole, data, CFG, seed=3)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(build(), data, CFG, seed=3, hooks=[Crash(at=30)], checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=False)["step"] == 20
+    resumed_model = build()
+    logged = []
+    resumed = train(resumed_model, data, CFG, seed=3, checkpoint=ckpt, log=logged.append)
+    for (n, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), n
+    strip = lambda h: [{k: v for k, v in r.items() if k != "train_loss"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(ref.history)
+    assert [r["step"] for r in logged] == [0, 20, 40, 60]  # restored rows are replayed to the log
+
+
+def test_same_seed_same_result_different_seed_differs():
+    data = tiny_splits()
+    a, b, c = build(), build(), build()
+    train(a, data, CFG, seed=1)
+    train(b, data, CFG, seed=1)
+    train(c, data, CFG, seed=2)
+    assert torch.equal(a.net[1].weight, b.net[1].weight)
+    assert not torch.equal(a.net[1].weight, c.net[1].weight)
+
+
+def test_early_stop_is_min_validation_loss():
+    res = TrainResult(history=[
+        dict(step=0, val_loss=2.0, val_acc=0.1, test_acc=0.1),
+        dict(step=10, val_loss=0.5, val_acc=0.8, test_acc=0.7),
+        dict(step=20, val_loss=0.7, val_acc=0.85, test_acc=0.9),
+    ])
+    s = res.summary()
+    assert (s["early_stop_iter"], s["test_acc"], s["final_test_acc"]) == (10, 0.7, 0.9)
+
+
+def test_history_has_initial_point_and_learning_happens():
+    data = tiny_splits()
+    res = train(build(), data, TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, epochs=3), seed=0)
+    steps = [r["step"] for r in res.history]
+    assert steps[0] == 0 and steps[-1] == 3 * (len(data.train_x) // 32)
+    assert math.isnan(res.history[0]["train_loss"])
+    assert res.final["val_acc"] > res.history[0]["val_acc"] + 0.3
+    assert 0 <= res.summary()["test_acc"] <= 1
+
+
+def test_extra_loss_and_hook_parameters_are_trained():
+    data = tiny_splits()
+
+    class Anchor(Hook):
+        def __init__(self):
+            self.p = torch.nn.Parameter(torch.tensor(5.0))
+            self.calls = 0
+
+        def parameters(self):
+            return [self.p]
+
+        def extra_loss(self, x, y, logits):
+            self.calls += 1
+            return self.p ** 2
+
+    hook = Anchor()
+    train(build(), data, TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=20,
+                                     eval_every=20), seed=0, hooks=[hook])
+    assert hook.calls == 20 and abs(hook.p.item()) < 5.0 * 0.9 ** 10
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"optimizer": "rmsprop", "iterations": 1}, "optimizer"),
+    ({"schedule": "poly", "iterations": 1}, "schedule"),
+    ({"lr": 0.0, "iterations": 1}, "lr"),
+    ({}, "iterations/epochs"),
+    ({"iterations": 5, "epochs": 1.0}, "iterations/epochs"),
+    ({"batch_size": 0, "iterations": 1}, "batch_size"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_field(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}: ") as e:
+        TrainConfig(**kw).validate()
+    assert "\n" not in str(e.value)
+
+
+def test_lr_schedules():
+    cos = TrainConfig(lr=1.0, iterations=100, schedule="cosine")
+    assert cos.lr_at(0, 100) == 1.0 and cos.lr_at(50, 100) == pytest.approx(0.5)
+    step = TrainConfig(lr=1.0, iterations=100, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
+    assert [step.lr_at(s, 100) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])

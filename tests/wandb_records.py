@@ -1,0 +1,64 @@
+"""Read what an offline wandb run recorded, straight from its .wandb file (for tests).
+
+The file is a LevelDB-style log: a 7-byte header (':W&B', magic, version), then 32 KiB blocks
+of records, each with a 7-byte header (crc32, length, type) and a protobuf `Record` payload.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+BLOCK = 32768
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path):
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a wandb log"
+    pos, buf = 7, b""
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pos += 7
+        if kind == 0 and n == 0:
+            pos += left - 7
+            continue
+        buf += data[pos:pos + n]
+        pos += n
+        if kind in (FULL, LAST):
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            buf = b""
+            yield rec
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def read_run(run_dir: Path) -> dict:
+    """{'run': run record, 'config': dict, 'history': [dict], 'summary': dict} of one run."""
+    path = next(Path(run_dir).glob("run-*.wandb"))
+    out = {"run": None, "config": {}, "history": [], "summary": {}}
+    for rec in records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = rec.run
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
+        elif kind == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in rec.config.update})
+        elif kind == "history":
+            out["history"].append({_key(i): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "summary":
+            out["summary"].update({_key(i): json.loads(i.value_json) for i in rec.summary.update})
+    return out
+
+
+def offline_runs(wandb_root: Path) -> list[dict]:
+    return [read_run(d) for d in sorted(Path(wandb_root).glob("wandb/offline-run-*"))]

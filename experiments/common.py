@@ -13,8 +13,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from lib import data as datasets
 from lib.data import Splits
 from lib.log import TrialLog
+from lib.prune.imp import PruneConfig
 from lib.runs import Run, flat_config
 from lib.train import Hook, TrainConfig, TrainResult, evaluate, train
 
@@ -71,6 +73,22 @@ def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
     return replace(cfg, **changes).validate()
 
 
+def add_prune_args(p: argparse.ArgumentParser) -> None:
+    """Flags that override the per-round pruning rates and the ranking scope."""
+    g = p.add_argument_group("pruning overrides")
+    g.add_argument("--rate-fc", type=float, default=None, help="fraction of hidden fc weights pruned per round")
+    g.add_argument("--rate-conv", type=float, default=None, help="fraction of conv weights pruned per round")
+    g.add_argument("--rate-output", type=float, default=None, help="fraction of output-layer weights pruned per round")
+    g.add_argument("--scope", default=None, help="layerwise (default) or global ranking")
+
+
+def apply_prune_args(cfg: PruneConfig, a: argparse.Namespace) -> PruneConfig:
+    """`cfg` with the flags of `add_prune_args` that were given, validated."""
+    changes = {k: getattr(a, k) for k in ("rate_fc", "rate_conv", "rate_output", "scope")
+               if getattr(a, k, None) is not None}
+    return replace(cfg, **changes).validate()
+
+
 def check_scale(scale: str) -> str:
     if scale not in SCALES:
         raise ValueError(f"scale: unknown '{scale}', choose from {', '.join(SCALES)}")
@@ -100,6 +118,17 @@ def machine() -> str:
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
+
+
+def load_data(setup, device: torch.device) -> Splits:
+    """The splits an experiment's `setup` names (dataset, val_size, limits), on `device`;
+    a missing dataset exits with the loader's one-line hint."""
+    try:
+        return datasets.load(setup.dataset, val_size=setup.val_size,
+                             train_limit=setup.train_limit or None,
+                             test_limit=setup.test_limit or None).to(device)
+    except datasets.DataError as e:
+        fail(str(e))
 
 
 def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, seed: int,

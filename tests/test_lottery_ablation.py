@@ -83,3 +83,31 @@ def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
     nb = execute("lottery_ablation", scale="smoke")
     text = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "best criterion" in text and "dense test accuracy" in text
+
+
+def test_iterative_mode_chains_levels(tmp_path):
+    """Iterative (paper) mode: level 2 prunes from level 1's retrained weights of the same chain."""
+    import json
+
+    import torch
+
+    run_cli("--scale", "smoke", "--seeds", "1", "--mode", "iterative", "--levels", "1,2",
+            "--criteria", "large_final,random", "--ablations", "rewind,signed_constant",
+            "--mask0", "zero", "--studies", "criteria,mask1", base=tmp_path)
+    t = pd.read_csv(tmp_path / "results" / "lottery_ablation" / "smoke" / "trials.csv")
+    assert set(t.study) == {"dense", "criteria", "mask1"} and (t["mode"] == "iterative").all()
+    assert t[t.level == 2].weights_left.round(4).unique().tolist() == [0.6406]
+    runs = tmp_path / "runs" / "smoke" / "lottery_ablation"
+    by = {}
+    for p in runs.glob("*/config.json"):
+        c = json.loads(p.read_text())
+        by[(c["criterion"], c["ablation"], c["level"])] = p.parent
+    for chain in (("large_final", "rewind"), ("large_final", "signed_constant")):
+        f1 = torch.load(by[(*chain, 1)] / "final.pt", weights_only=True)
+        f2 = torch.load(by[(*chain, 2)] / "final.pt", weights_only=True)
+        alive2 = f2["net.1.weight"] != 0
+        alive1 = f1["net.1.weight"] != 0
+        assert not torch.any(alive2 & ~alive1)  # nothing pruned at level 1 comes back
+        # level 2 keeps the largest level-1 survivors of this chain's own retrained weights
+        w = f1["net.1.weight"]
+        assert w[alive2].abs().min() >= w[alive1 & ~alive2].abs().max()

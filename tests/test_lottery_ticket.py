@@ -116,3 +116,46 @@ def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
     nb = execute("lottery_ticket", scale="smoke")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "14 trials" in text and "dense test accuracy" in text
+
+
+def test_late_rewinding_and_random_mask_control(tmp_path):
+    """--rewind-step k: level-1 tickets start from the weights after k steps of the dense run;
+    random_mask keeps exactly the ticket's per-layer sparsity."""
+    import torch
+
+    run_cli("--scale", "smoke", "--seeds", "1", "--levels", "1", "--rewind-step", "40",
+            "--variants", "ticket,reinit,random_mask", env_dir=tmp_path)
+    runs = tmp_path / "runs" / "smoke" / "lottery_ticket"
+    configs = {p.parent: __import__("json").loads(p.read_text()) for p in runs.glob("*/config.json")}
+    by = {(c["level"], c["variant"]): d for d, c in configs.items()}
+    dense_curve = pd.read_csv(by[(0, "ticket")] / "metrics.csv")
+    rewind = torch.load(by[(0, "ticket")] / "rewind.pt", weights_only=True)
+    init_acc = dense_curve.loc[dense_curve.step == 0, "test_acc"].item()
+    assert dense_curve.loc[dense_curve.step == 40, "test_acc"].item() > init_acc  # k steps trained
+    masks = {v: torch.load(by[(1, v)] / "mask.pt", weights_only=True) for v in ("ticket", "random_mask")}
+    for name, m in masks["ticket"].items():
+        assert m.sum() == masks["random_mask"][name].sum()  # same per-layer sparsity
+        assert not torch.equal(m, masks["random_mask"][name])
+    # the ticket keeps the largest of the dense run's final weights
+    final = torch.load(by[(0, "ticket")] / "final.pt", weights_only=True)
+    m = masks["ticket"]["net.1.weight"]
+    assert final["net.1.weight"][m].abs().min() >= final["net.1.weight"][~m].abs().max()
+    assert not torch.equal(rewind["net.1.weight"], final["net.1.weight"])
+    trials = pd.read_csv(tmp_path / "results" / "lottery_ticket" / "smoke" / "trials.csv")
+    assert sorted(trials.variant.unique()) == ["random_mask", "reinit", "ticket"]
+    assert (trials.rewind_step == 40).all()
+
+
+def test_prune_rate_out_of_range_on_the_command_line(tmp_path):
+    res = run_cli("--rate-fc", "1.0", env_dir=tmp_path, check=False)
+    assert res.returncode == 2 and res.stderr.strip() == "error: rate_fc: must be in [0, 1), got 1.0"
+
+
+def test_paper_presets():
+    from experiments.lottery_ticket.config import for_scale
+
+    lenet = for_scale("paper")
+    assert (lenet.setup.dataset, lenet.setup.train.lr, lenet.setup.train.batch_size,
+            lenet.setup.train.iterations) == ("mnist", 1.2e-3, 60, 50_000)
+    conv6 = for_scale("paper", "conv6")
+    assert (conv6.setup.dataset, conv6.setup.train.lr, conv6.setup.prune.rate_conv) == ("cifar10", 3e-4, 0.15)

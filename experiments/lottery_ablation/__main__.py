@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_train_args, apply_train_args, base_parser,
-                                check_scale, fail, machine, parse_list, pick_device, run_eval,
-                                run_trial)
+from experiments.common import (Stopwatch, add_prune_args, add_train_args, apply_prune_args,
+                                apply_train_args, base_parser, check_scale, fail, load_data,
+                                machine, parse_list, pick_device, run_eval, run_trial)
 from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
                                                  AblationConfig, Trial, for_scale)
 from experiments.lottery_ablation.report import mask_statistics, write_report
@@ -38,6 +38,7 @@ EXPERIMENT = "lottery_ablation"
 def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
     p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
     p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
+    p.add_argument("--dataset", default=None, help="override the scale's dataset")
     p.add_argument("--studies", default=None, help=f"comma list of {', '.join(STUDIES)}")
     p.add_argument("--criteria", default=None, help=f"comma list of {', '.join(CRITERIA)}")
     p.add_argument("--ablations", default=None, help=f"mask-1 actions: {', '.join(MASK1)}")
@@ -45,12 +46,17 @@ def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
     p.add_argument("--levels", default=None, help="comma list of IMP-equivalent levels, e.g. 3,7,15")
     p.add_argument("--mode", default=None, help="oneshot (default scale) or iterative (paper scale)")
     add_train_args(p)
+    add_prune_args(p)
     a = p.parse_args(argv)
     try:
         scale = check_scale(a.scale)
         models.check_model_name(a.model)
         cfg = for_scale(scale, a.model)
-        setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a))
+        setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a),
+                        prune=apply_prune_args(cfg.setup.prune, a))
+        if a.dataset:
+            datasets.check_dataset_name(a.dataset)
+            setup = replace(setup, dataset=a.dataset)
         if a.mode:
             setup = replace(setup, mode=parse_list(a.mode, MODES, "mode")[0])
         lists = {"studies": (a.studies, STUDIES), "criteria": (a.criteria, tuple(CRITERIA)),
@@ -234,12 +240,7 @@ class SeedRun:
 def main(argv=None) -> None:
     cfg, scale, device = parse_args(argv)
     clock = Stopwatch()
-    try:
-        data = datasets.load(cfg.setup.dataset, val_size=cfg.setup.val_size,
-                             train_limit=cfg.setup.train_limit or None,
-                             test_limit=cfg.setup.test_limit or None).to(device)
-    except datasets.DataError as e:
-        fail(str(e))
+    data = load_data(cfg.setup, device)
     rows, overlap, flips = [], [], []
     for seed in range(cfg.seeds):
         seed_run = SeedRun(cfg, seed, data, scale, device)

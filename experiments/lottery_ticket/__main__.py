@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_train_args, apply_train_args, base_parser,
-                                check_scale, fail, machine, parse_list,
-                                pick_device, run_trial)
+from experiments.common import (Stopwatch, add_prune_args, add_train_args, apply_prune_args,
+                                apply_train_args, base_parser, check_scale, fail, load_data,
+                                machine, parse_list, pick_device, run_trial)
 from experiments.lottery_ticket.config import VARIANTS, LotteryConfig, Trial, for_scale
 from experiments.lottery_ticket.report import write_report
 from lib import data as datasets
@@ -49,8 +49,8 @@ def parse_args(argv=None) -> tuple[LotteryConfig, str, torch.device]:
     p.add_argument("--levels", type=int, default=None, help="pruning rounds after the dense run")
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--rewind-step", type=int, default=None, help="late rewinding iteration k")
-    p.add_argument("--scope", default=None, help="layerwise (default) or global ranking")
     add_train_args(p)
+    add_prune_args(p)
     a = p.parse_args(argv)
     try:
         scale = check_scale(a.scale)
@@ -63,8 +63,7 @@ def parse_args(argv=None) -> tuple[LotteryConfig, str, torch.device]:
         setup = replace(setup, train=apply_train_args(setup.train, a))
         if a.rewind_step is not None:
             setup = replace(setup, rewind_step=a.rewind_step)
-        if a.scope:
-            setup = replace(setup, prune=replace(setup.prune, scope=a.scope))
+        setup = replace(setup, prune=apply_prune_args(setup.prune, a))
         cfg = replace(cfg, setup=setup,
                       levels=cfg.levels if a.levels is None else a.levels,
                       seeds=cfg.seeds if a.seeds is None else a.seeds,
@@ -142,12 +141,7 @@ def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[di
 def main(argv=None) -> None:
     cfg, scale, device = parse_args(argv)
     clock = Stopwatch()
-    try:
-        data = datasets.load(cfg.setup.dataset, val_size=cfg.setup.val_size,
-                             train_limit=cfg.setup.train_limit or None,
-                             test_limit=cfg.setup.test_limit or None).to(device)
-    except datasets.DataError as e:
-        fail(str(e))
+    data = load_data(cfg.setup, device)
     rows = [row for seed in range(cfg.seeds) for row in run_seed(cfg, seed, data, scale, device)]
     out = write_report(cfg, rows, scale, wall_s=clock.seconds, machine=machine())
     print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")

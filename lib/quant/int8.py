@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import io
-import statistics
-import time
 import warnings
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from lib.metrics import latency_ms  # noqa: F401 - int8 vs float latency uses the shared timer
 
 SUPPORTED: tuple[type[nn.Module], ...] = (
     nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
@@ -118,20 +118,3 @@ def model_size_bytes(model: nn.Module) -> int:
         warnings.simplefilter("ignore")
         torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
-
-
-def latency_ms(model: nn.Module, x: Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of one forward pass on `x`, in milliseconds (threads left as set)."""
-    if repeats < 1:
-        raise ValueError(f"repeats: must be >= 1, got {repeats}")
-    was_training = model.training
-    model.eval()
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    model.train(was_training)
-    return statistics.median(times)

@@ -66,16 +66,29 @@ def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
 def line_plot(df: pd.DataFrame, *, x: str, y: str, hue: str | None, path: Path, title: str,
               logx: bool = False, xlabel: str | None = None, ylabel: str | None = None,
               style: str | None = None, invert_x: bool = False) -> None:
-    """Seaborn line plot of y vs x with a mean line and a ±sd band over seeds."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    """Seaborn line plot of y vs x with a mean line and a ±sd band over seeds.
+
+    The legend sits outside the axes; with many hue levels the palette is tab20 so that
+    neighbouring levels stay distinguishable. On a log axis with few x values, those values
+    are the ticks, labelled in percent when x is a fraction.
+    """
+    n_hue = df[hue].nunique() if hue else 1
+    palette = sns.color_palette("tab20" if n_hue > 10 else "tab10", n_hue) if hue else None
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
     sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, errorbar="sd", marker="o",
-                 markersize=4, ax=ax)
+                 markersize=4, ax=ax, palette=palette)
     if logx:
         ax.set_xscale("log")
+        ticks = sorted(df[x].unique())
+        if len(ticks) <= 10:
+            ax.set_xticks(ticks, [f"{t:.1%}" if df[x].max() <= 1 else f"{t:g}" for t in ticks])
+            ax.minorticks_off()
     if invert_x:
         ax.invert_xaxis()
     ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel or y)
     ax.grid(alpha=0.3)
+    if ax.get_legend() is not None:
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

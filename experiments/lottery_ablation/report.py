@@ -68,7 +68,9 @@ def write_report(cfg: AblationConfig, rows: list[dict], overlap: list[dict], fli
             lines.append(f"\n## {study}\n\n" + markdown(part.rename(columns={
                 "weights_left": "weights left %", "test_acc": "test acc %", "final_test_acc": "final test acc %",
                 "early_stop_iter": "early-stop iter"})))
-    lines.append(f"\nTrials: {len(trials)} rows; summed training time {trials.train_wall_s.sum():.0f} s; "
+    unique = trials.drop_duplicates("run")  # a trial shared by several studies counts once
+    lines.append(f"\nTrials: {len(unique)} ({len(trials)} rows); summed training time "
+                 f"{unique.train_wall_s.sum():.0f} s; "
                  f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
                  f"Machine: {machine}.\n")
     atomic_write_text(out / "table.md", "".join(lines))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lib import data as datasets
+from lib import models
 from lib.data import Splits
 from lib.log import TrialLog
 from lib.prune.imp import PruneConfig
@@ -49,6 +50,25 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: per scale)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     return p
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
+    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+
+
+def preset(a: argparse.Namespace, for_scale: Callable):
+    """(scale, config) from --scale/--model, with --dataset, training and pruning flags applied
+    to its `setup`. Raises ValueError (one line) on any bad name or value."""
+    scale = check_scale(a.scale)
+    models.check_model_name(a.model)
+    cfg = for_scale(scale, a.model)
+    setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a),
+                    prune=apply_prune_args(cfg.setup.prune, a))
+    if a.dataset:
+        datasets.check_dataset_name(a.dataset)
+        setup = replace(setup, dataset=a.dataset)
+    return scale, replace(cfg, setup=setup)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:

@@ -1,25 +1,18 @@
 """Smoke run of experiments.lottery_ablation: every study, its outputs, errors, the notebook."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cli import run_experiment
 from notebooks import execute
 from wandb_records import offline_runs
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run_cli(*args, base: Path, check=True):
-    env = {**os.environ, "LAB_RUNS_DIR": str(base / "runs"), "LAB_RESULTS_DIR": str(base / "results"),
-           "WANDB_DIR": str(base)}
-    return subprocess.run([sys.executable, "-m", "experiments.lottery_ablation", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, check=check)
+    return run_experiment("lottery_ablation", *args, base=base, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Smoke runs of experiments.lottery_ticket: outputs, wandb records, resume after a kill."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,19 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cli import ROOT, lab_env, run_experiment
 from notebooks import execute
 from wandb_records import offline_runs
 
-ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = ["seed", "level", "variant", "weights_left", "early_stop_iter", "test_acc",
            "final_test_acc", "val_acc"]
 
 
-def run_cli(*args, env_dir: Path, check=True, **kw):
-    env = {**os.environ, "LAB_RUNS_DIR": str(env_dir / "runs"),
-           "LAB_RESULTS_DIR": str(env_dir / "results"), "WANDB_DIR": str(env_dir)}
-    return subprocess.run([sys.executable, "-m", "experiments.lottery_ticket", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, check=check, **kw)
+def run_cli(*args, env_dir: Path, check=True):
+    return run_experiment("lottery_ticket", *args, base=env_dir, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +74,9 @@ def test_rerun_reuses_finished_trials(smoke):
 
 
 def test_killed_run_finishes_with_the_same_numbers(smoke, tmp_path):
-    env = {**os.environ, "LAB_RUNS_DIR": str(tmp_path / "runs"),
-           "LAB_RESULTS_DIR": str(tmp_path / "results"), "WANDB_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.lottery_ticket", "--scale", "smoke"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=lab_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs" / "smoke" / "lottery_ticket"
     deadline = time.time() + 120
     # kill in the middle of a trial: some trials done, one with a checkpoint but no done marker

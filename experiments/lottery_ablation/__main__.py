@@ -17,13 +17,12 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_prune_args, add_train_args, apply_prune_args,
-                                apply_train_args, base_parser, check_scale, fail, load_data,
-                                machine, parse_list, pick_device, run_eval, run_trial)
+from experiments.common import (Stopwatch, add_model_args, add_prune_args, add_train_args,
+                                base_parser, fail, load_data, machine, parse_list, pick_device,
+                                preset, run_eval, run_trial)
 from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
                                                  AblationConfig, Trial, for_scale)
 from experiments.lottery_ablation.report import mask_statistics, write_report
-from lib import data as datasets
 from lib import models
 from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_constant
 from lib.prune.criteria import CRITERIA, scores
@@ -37,8 +36,7 @@ EXPERIMENT = "lottery_ablation"
 
 def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
     p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    add_model_args(p)
     p.add_argument("--studies", default=None, help=f"comma list of {', '.join(STUDIES)}")
     p.add_argument("--criteria", default=None, help=f"comma list of {', '.join(CRITERIA)}")
     p.add_argument("--ablations", default=None, help=f"mask-1 actions: {', '.join(MASK1)}")
@@ -49,14 +47,8 @@ def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
     add_prune_args(p)
     a = p.parse_args(argv)
     try:
-        scale = check_scale(a.scale)
-        models.check_model_name(a.model)
-        cfg = for_scale(scale, a.model)
-        setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a),
-                        prune=apply_prune_args(cfg.setup.prune, a))
-        if a.dataset:
-            datasets.check_dataset_name(a.dataset)
-            setup = replace(setup, dataset=a.dataset)
+        scale, cfg = preset(a, for_scale)
+        setup = cfg.setup
         if a.mode:
             setup = replace(setup, mode=parse_list(a.mode, MODES, "mode")[0])
         lists = {"studies": (a.studies, STUDIES), "criteria": (a.criteria, tuple(CRITERIA)),

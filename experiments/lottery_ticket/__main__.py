@@ -16,12 +16,11 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_prune_args, add_train_args, apply_prune_args,
-                                apply_train_args, base_parser, check_scale, fail, load_data,
-                                machine, parse_list, pick_device, run_trial)
+from experiments.common import (Stopwatch, add_model_args, add_prune_args, add_train_args,
+                                base_parser, fail, load_data, machine, parse_list, pick_device,
+                                preset, run_trial)
 from experiments.lottery_ticket.config import VARIANTS, LotteryConfig, Trial, for_scale
 from experiments.lottery_ticket.report import write_report
-from lib import data as datasets
 from lib import models
 from lib.prune.imp import prune
 from lib.prune.mask import Mask, prunable_layers
@@ -44,8 +43,7 @@ class Snapshot(Hook):
 
 def parse_args(argv=None) -> tuple[LotteryConfig, str, torch.device]:
     p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    add_model_args(p)
     p.add_argument("--levels", type=int, default=None, help="pruning rounds after the dense run")
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--rewind-step", type=int, default=None, help="late rewinding iteration k")
@@ -53,21 +51,14 @@ def parse_args(argv=None) -> tuple[LotteryConfig, str, torch.device]:
     add_prune_args(p)
     a = p.parse_args(argv)
     try:
-        scale = check_scale(a.scale)
-        models.check_model_name(a.model)
-        cfg = for_scale(scale, a.model)
+        scale, cfg = preset(a, for_scale)
         setup = cfg.setup
-        if a.dataset:
-            datasets.check_dataset_name(a.dataset)
-            setup = replace(setup, dataset=a.dataset)
-        setup = replace(setup, train=apply_train_args(setup.train, a))
         if a.rewind_step is not None:
             setup = replace(setup, rewind_step=a.rewind_step)
-        setup = replace(setup, prune=apply_prune_args(setup.prune, a))
-        cfg = replace(cfg, setup=setup,
+        variants = cfg.variants if a.variants is None else parse_list(a.variants, VARIANTS, "variants")
+        cfg = replace(cfg, setup=setup, variants=variants,
                       levels=cfg.levels if a.levels is None else a.levels,
-                      seeds=cfg.seeds if a.seeds is None else a.seeds,
-                      variants=cfg.variants if a.variants is None else parse_list(a.variants, VARIANTS, "variants"))
+                      seeds=cfg.seeds if a.seeds is None else a.seeds)
         return cfg.validate(), scale, pick_device(a.device)
     except ValueError as e:
         fail(str(e))

@@ -37,7 +37,10 @@ lottery: setup
 lottery-ablation: setup
 	$(PY) -m experiments.lottery_ablation --scale $(SCALE)
 
-slimming rethinking filter-pruning kd feature-kd rkd quantization pipeline:
+quantization: setup
+	$(PY) -m experiments.quantization --scale $(SCALE)
+
+slimming rethinking filter-pruning kd feature-kd rkd pipeline:
 	@echo "make $@: not yet - its experiment has not landed (the library part is in lib/)"; exit 2
 
 all-results: lottery lottery-ablation

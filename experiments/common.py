@@ -180,7 +180,8 @@ def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, s
 
 
 def run_eval(run: Run, *, experiment: str, scale: str, name: str, data: Splits,
-             build: Callable[[], nn.Module], extra: dict | None = None) -> dict:
+             build: Callable[[], nn.Module], extra: dict | None = None,
+             stage: str = "evaluate") -> dict:
     """An untrained trial (e.g. a supermask at init): evaluate once, log, mark done."""
     if run.done:
         return run.result()
@@ -191,7 +192,7 @@ def run_eval(run: Run, *, experiment: str, scale: str, name: str, data: Splits,
     row = dict(step=0, val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
     result = dict(val_acc=val_acc, test_acc=test_acc, final_test_acc=test_acc, early_stop_iter=0,
                   train_wall_s=0.0, **(extra or {}))
-    with TrialLog(run.dir, experiment=experiment, stage="evaluate", scale=scale, name=name,
+    with TrialLog(run.dir, experiment=experiment, stage=stage, scale=scale, name=name,
                   config=flat_config(run.cfg), config_hash=run.hash) as tlog:
         tlog.log(row)
         tlog.finish(result)

@@ -60,14 +60,15 @@ def mse(x: Tensor, spec: QuantSpec, grid: int = 100,
     """
     x = x.detach().float()
     lo, hi = tensor_range(x, spec)
-    sample = x
+    sample, slo, shi = x, lo, hi
     if not spec.per_channel and x.numel() > max_elems:
         sample = x.reshape(-1)[:: x.numel() // max_elems]
+        slo, shi = lo.reshape(1), hi.reshape(1)  # broadcast against the 1-D subsample
     dims = reduce_dims(sample, spec)
     best_err = torch.full_like(lo, float("inf"))
     best_alpha = torch.ones_like(lo)
     for alpha in torch.linspace(1.0, 1.0 / grid, grid).tolist():  # α = 1 first: ties keep minmax
-        xq = fake_quantize(sample, spec, lo * alpha, hi * alpha)
+        xq = fake_quantize(sample, spec, slo * alpha, shi * alpha)
         err = (xq - sample).pow(2)
         err = err.mean(dim=dims, keepdim=True) if dims else err
         if not spec.per_channel:

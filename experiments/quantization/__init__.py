@@ -1,0 +1,1 @@
+"""Quantization (Krishnamoorthi 2018): PTQ, QAT, int8 execution and the precision curve."""

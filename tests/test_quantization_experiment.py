@@ -60,3 +60,13 @@ def test_bad_names_fail_in_one_line(tmp_path, args, msg):
     assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
     assert msg in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
+    from notebooks import execute
+
+    out, _ = smoke
+    monkeypatch.setenv("LAB_RESULTS_DIR", str(out.parents[1]))  # <root>/quantization/smoke
+    nb = execute("quantization", scale="smoke")
+    text = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "float test accuracy" in text and "variants within 2 points of float" in text

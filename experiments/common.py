@@ -58,13 +58,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def preset(a: argparse.Namespace, for_scale: Callable):
-    """(scale, config) from --scale/--model, with --dataset, training and pruning flags applied
-    to its `setup`. Raises ValueError (one line) on any bad name or value."""
+    """(scale, config) from --scale/--model, with --dataset, training and (where the setup has a
+    pruning recipe) pruning flags applied to its `setup`. Raises ValueError (one line) on any
+    bad name or value."""
     scale = check_scale(a.scale)
     models.check_model_name(a.model)
     cfg = for_scale(scale, a.model)
-    setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a),
-                    prune=apply_prune_args(cfg.setup.prune, a))
+    setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a))
+    if hasattr(setup, "prune"):
+        setup = replace(setup, prune=apply_prune_args(setup.prune, a))
     if a.dataset:
         datasets.check_dataset_name(a.dataset)
         setup = replace(setup, dataset=a.dataset)

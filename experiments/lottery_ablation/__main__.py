@@ -77,6 +77,7 @@ class SeedRun:
         self.kinds = prunable_layers(self.fresh_model(seed))
         self.rates = self.setup.prune.rates(self.kinds)
         self.masks: dict[tuple, Mask] = {}
+        self.finals: dict[tuple, dict] = {}
         self.rows: list[dict] = []
 
     def fresh_model(self, seed: int):
@@ -96,10 +97,13 @@ class SeedRun:
         """Trained weights of a chain at `level` (level 0: the dense run, shared by all)."""
         if level == 0:
             criterion, ablation, mask0 = "large_final", "rewind", "zero"
-        run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
-        if not run.done:
-            self.train(criterion, ablation, mask0, level)
-        return torch.load(run.path("final.pt"), map_location=self.device, weights_only=True)
+        key = (criterion, ablation, mask0, level)
+        if key not in self.finals:  # read once: every mask and mask-0 fill of a level needs it
+            run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
+            if not run.done:
+                self.train(criterion, ablation, mask0, level)
+            self.finals[key] = torch.load(run.path("final.pt"), map_location=self.device, weights_only=True)
+        return self.finals[key]
 
     def source(self, criterion: str, ablation: str, mask0: str, level: int) -> tuple[Mask, dict]:
         """The mask a level starts from and the trained weights it is scored on."""

@@ -20,11 +20,10 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from experiments.common import (Stopwatch, base_parser, check_scale, fail, load_data, machine,
-                                pick_device, run_eval, run_trial)
+from experiments.common import (Stopwatch, add_model_args, base_parser, fail, load_data, machine,
+                                pick_device, preset, run_eval, run_trial)
 from experiments.quantization.config import QuantConfig, Trial, for_scale
 from experiments.quantization.report import write_report
-from lib import data as datasets
 from lib import models
 from lib.metrics import latency_ms
 from lib.quant import (QuantSpec, apply_to_weights, calibrate_model, cast_roundtrip,
@@ -36,17 +35,10 @@ EXPERIMENT = "quantization"
 
 def parse_args(argv=None) -> tuple[QuantConfig, str, torch.device]:
     p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default="lenet_300_100",
-                   help="lenet_300_100 (default), conv2, conv4, conv6 (conv2 at default scale: ~4x over the 10 min budget on a 2-core CPU)")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    add_model_args(p)  # conv2 at the default scale is ~4x over its 10-minute budget on 2 cores
     a = p.parse_args(argv)
     try:
-        scale = check_scale(a.scale)
-        models.check_model_name(a.model)
-        cfg = for_scale(scale, a.model)
-        if a.dataset:
-            datasets.check_dataset_name(a.dataset)
-            cfg = replace(cfg, setup=replace(cfg.setup, dataset=a.dataset))
+        scale, cfg = preset(a, for_scale)
         if a.seeds is not None:
             cfg = replace(cfg, seeds=a.seeds)
         return cfg.validate(), scale, pick_device(a.device)

@@ -256,6 +256,7 @@ class BatchIterator:
 
     Epoch e is shuffled with a generator seeded by (seed, e), so the batch at any global step
     is a pure function of (seed, step): a resumed run sees exactly the batches it would have.
+    `index` holds the training-set indices of the batch last yielded.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, augment: bool = False):
@@ -263,6 +264,7 @@ class BatchIterator:
             raise ValueError(f"batch_size: must be in [1, {len(x)}], got {batch_size}")
         self.x, self.y, self.batch_size, self.seed, self.augment = x, y, batch_size, seed, augment
         self.steps_per_epoch = len(x) // batch_size  # the ragged tail is dropped
+        self.index: Tensor | None = None
 
     def from_step(self, step: int) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, offset = divmod(step, self.steps_per_epoch)
@@ -274,6 +276,7 @@ class BatchIterator:
             for i in range(offset, self.steps_per_epoch):
                 idx = perm[i * b:(i + 1) * b]
                 xb, yb = self.x[idx], self.y[idx]
+                self.index = idx
                 if self.augment:  # seeded by the global step, so resume sees the same crops
                     step = epoch * self.steps_per_epoch + i
                     xb = random_crop_flip(xb, torch.Generator().manual_seed(self.seed ^ step << 20))

@@ -49,6 +49,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations; 0 means once per epoch
     augment: bool = False  # random crop + flip (CIFAR)
     early_stop_on: str = "val_loss"  # or "val_acc" (supermasks: their loss is badly calibrated)
+    channels_last: bool = False  # NHWC convs: 1.4-1.8x faster training on this CPU for small CNNs
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line ValueError naming the first bad field."""
@@ -84,14 +85,18 @@ class TrainConfig:
 class Hook:
     """Extension point of the loop; override only what a method needs.
 
-    `parameters` adds trainable tensors (a FitNet regressor); `extra_loss` adds a term to the
-    batch loss; `after_backward` may edit gradients; `after_step` runs after each optimiser step
+    `parameters` adds trainable tensors (a FitNet regressor); `on_batch` receives the training-set
+    indices of the coming batch (to look up per-example targets, e.g. cached teacher logits);
+    `extra_loss` adds a term to the batch loss; `after_backward` may edit gradients; `after_step` runs after each optimiser step
     with the number of completed steps (masks are re-applied here); `metrics` adds columns to
     every evaluation row (e.g. the accuracy of a sampled supermask).
     """
 
     def parameters(self) -> Iterable[Tensor]:
         return ()
+
+    def on_batch(self, index: Tensor) -> None:
+        pass
 
     def extra_loss(self, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
         return None
@@ -185,6 +190,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     """
     cfg.validate()
     device = data.train_x.device
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     batches = BatchIterator(data.train_x, data.train_y, cfg.batch_size, seed, cfg.augment)
     total = cfg.total_steps(len(data.train_x))
     eval_every = cfg.eval_every or batches.steps_per_epoch
@@ -232,6 +239,10 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
         if cfg.schedule != "constant":
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(step, total)
+        if cfg.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        for h in hooks:
+            h.on_batch(batches.index)
         logits = model(xb)
         loss = criterion(xb, yb, logits) if criterion else F.cross_entropy(logits, yb)
         for h in hooks:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -116,3 +117,36 @@ def test_lr_schedules():
     assert cos.lr_at(0, 100) == 1.0 and cos.lr_at(50, 100) == pytest.approx(0.5)
     step = TrainConfig(lr=1.0, iterations=100, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
     assert [step.lr_at(s, 100) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_on_batch_sees_the_indices_of_the_batch_trained_on():
+    data = tiny_splits()
+    seen = []
+
+    class Spy(Hook):
+        def on_batch(self, index):
+            self.index = index.clone()
+
+        def extra_loss(self, x, y, logits):
+            seen.append(bool(torch.equal(x, data.train_x[self.index]))
+                        and bool(torch.equal(y, data.train_y[self.index])))
+            return None
+
+    model = models.build("lenet_300_100", data.input_shape, data.num_classes)
+    train(model, data, TrainConfig(optimizer="adam", lr=1e-3, batch_size=16, iterations=12),
+          seed=0, hooks=[Spy()])
+    assert len(seen) == 12 and all(seen)
+
+
+def test_channels_last_trains_to_the_same_weights():
+    data = tiny_splits(shape=(3, 8, 8))
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, iterations=6)
+    out = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        m = models.build("vgg_small", data.input_shape, data.num_classes, widths=(4, "M", 8))
+        train(m, data, replace(cfg, channels_last=cl), seed=0)
+        out.append(m)
+    assert out[1].features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(out[0].parameters(), out[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -13,7 +13,7 @@ from torch import nn
 from lib import models
 from lib.distill import (LOSSES, DML, KD, AttentionTransfer, FeatureTap, FitNet, RKDAngle,
                          RKDDistance, SimilarityPreserving, SoftCE, attention_map,
-                         check_loss_name, kd_criterion)
+                         check_loss_name, kd_criterion, LogitTargets, cached_logits)
 from lib.train import TrainConfig, train
 
 MODEL_NAMES = ("lenet_300_100", "conv2", "conv4")  # small enough for a seconds-long test
@@ -74,6 +74,27 @@ def test_kd_criterion_mixes_kd_and_ce_and_trains():
     assert all(p.grad is None for p in teacher.parameters())
     with pytest.raises(ValueError, match="^alpha: "):
         kd_criterion(teacher, alpha=1.5)
+
+
+def test_cached_logit_targets_train_exactly_like_the_online_teacher():
+    """LogitTargets (teacher logits computed once, looked up by batch index) + (1-α)·CE gives the
+    same weights as kd_criterion calling the teacher on every batch."""
+    from conftest import tiny_splits
+    data = tiny_splits(n_train=200, n_test=50, val=50)
+    torch.manual_seed(1)
+    teacher = models.build("lenet_300_100", SHAPE, 10).eval()
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=8, eval_every=8)
+    online, cached = (models.build("lenet_300_100", SHAPE, 10) for _ in range(2))
+    cached.load_state_dict(online.state_dict())
+    train(online, data, cfg, seed=0, criterion=kd_criterion(teacher, alpha=0.7, T=2.0))
+    table = cached_logits(teacher, data.train_x, chunk=64)
+    assert table.shape == (len(data.train_x), 10) and not table.requires_grad
+    train(cached, data, cfg, seed=0, hooks=[LogitTargets(table, KD(2.0), weight=0.7)],
+          criterion=lambda x, y, logits: 0.3 * F.cross_entropy(logits, y))
+    for a, b in zip(online.parameters(), cached.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="^table: "):
+        LogitTargets(torch.zeros(5), KD())
 
 
 # ---- DML and Label Refinery -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from lib.distill.kd import KD, kd_criterion
 from lib.distill.refinery import SoftCE
 from lib.distill.rkd import RKDAngle, RKDDistance
 from lib.distill.sp import SimilarityPreserving
+from lib.distill.targets import LogitTargets, cached_logits
 
 LOSSES: dict[str, type] = {
     "kd": KD,
@@ -35,4 +36,4 @@ def check_loss_name(name: str) -> None:
 
 __all__ = ["LOSSES", "check_loss_name", "KD", "kd_criterion", "DML", "SoftCE", "FitNet",
            "AttentionTransfer", "attention_map", "RKDDistance", "RKDAngle",
-           "SimilarityPreserving", "FeatureTap"]
+           "SimilarityPreserving", "FeatureTap", "LogitTargets", "cached_logits"]

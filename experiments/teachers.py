@@ -1,0 +1,59 @@
+"""Teachers shared by every distillation experiment: trained once, cached by config hash.
+
+`teacher(spec, data, scale, device)` trains `spec.model` on `spec.dataset` under
+`runs/[smoke/]teachers/<hash>/` (its final weights in final.pt) unless that run is done, then
+loads it in eval mode. logit_kd, feature_kd, rkd and the compression pipeline ask for the same
+spec at a scale, so they train it once between them and every student and seed reuses it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from experiments.common import run_trial
+from lib import models
+from lib.data import Splits
+from lib.runs import Run, atomic_torch_save
+from lib.train import TrainConfig
+
+EXPERIMENT = "teachers"
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What makes a teacher: data (as the student's `Setup` names it), model, recipe, seed."""
+
+    dataset: str = "fashion_mnist"
+    model: str = "resnet8"
+    val_size: int = 5000
+    train_limit: int = 0
+    test_limit: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=6.0,
+        schedule="cosine", channels_last=True))
+    seed: int = 0
+
+
+def teacher_run(spec: TeacherSpec, scale: str) -> Run:
+    return Run(EXPERIMENT, spec, scale=scale)
+
+
+def teacher(spec: TeacherSpec, data: Splits, scale: str, device: torch.device) -> tuple[nn.Module, dict]:
+    """(trained teacher in eval mode with its final weights, its result dict incl. test_acc).
+
+    `result["final_test_acc"]` is the accuracy of the returned weights."""
+    run = teacher_run(spec, scale)
+
+    def build():
+        torch.manual_seed(spec.seed)
+        return models.build(spec.model, data.input_shape, data.num_classes).to(device)
+
+    result = run_trial(run, experiment=EXPERIMENT, stage="teacher", scale=scale,
+                       name=f"teacher-{spec.model}-s{spec.seed}", seed=spec.seed, data=data,
+                       train_cfg=spec.train, build=build,
+                       after=lambda m, r: atomic_torch_save(m.state_dict(), run.path("final.pt")))
+    model = build()
+    model.load_state_dict(torch.load(run.path("final.pt"), map_location=device, weights_only=True))
+    return model.eval(), result

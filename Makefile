@@ -40,8 +40,26 @@ lottery-ablation: setup
 quantization: setup
 	$(PY) -m experiments.quantization --scale $(SCALE)
 
-slimming rethinking filter-pruning kd feature-kd rkd pipeline:
-	@echo "make $@: not yet - its experiment has not landed (the library part is in lib/)"; exit 2
+slimming: setup
+	$(PY) -m experiments.network_slimming --scale $(SCALE)
+
+rethinking: setup
+	$(PY) -m experiments.rethinking_pruning --scale $(SCALE)
+
+filter-pruning: setup
+	$(PY) -m experiments.filter_importance --scale $(SCALE)
+
+kd: setup
+	$(PY) -m experiments.logit_kd --scale $(SCALE)
+
+feature-kd: setup
+	$(PY) -m experiments.feature_kd --scale $(SCALE)
+
+rkd: setup
+	$(PY) -m experiments.rkd --scale $(SCALE)
+
+pipeline: setup
+	$(PY) -m experiments.compression_pipeline --scale $(SCALE)
 
 all-results: lottery lottery-ablation
 

@@ -12,7 +12,15 @@ help:
 	@echo "make test                  unit tests + smoke runs of every experiment + notebooks"
 	@echo "make lottery-ablation      Deconstructing Lottery Tickets (the flagship)   [SCALE=smoke|default|paper]"
 	@echo "make lottery               Lottery Ticket Hypothesis: IMP, ticket vs reinit [SCALE=...]"
-	@echo "make all-results           every finished experiment at SCALE"
+	@echo "make slimming              Network Slimming: BN-gamma sparsity, global pruning, fine-tuning"
+	@echo "make rethinking            Rethinking the value of pruning: fine-tune vs scratch-E/B, ticket vs random init"
+	@echo "make filter-pruning        filter importance: l1, l2, fpgm, apoz, bn_gamma, random"
+	@echo "make kd                    logit distillation: KD, DML, Born-Again, Label Refinery, TA-KD"
+	@echo "make feature-kd            FitNet (two variants) and Attention Transfer, with and without KD"
+	@echo "make rkd                   Relational KD (distance, angle) and Similarity-Preserving KD"
+	@echo "make quantization          PTQ sweep, QAT, int8 through torch.ao, precision curve"
+	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"
+	@echo "make all-results           every experiment at SCALE, one after the other"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             training throughput and IMP wall time on this machine"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
@@ -61,7 +69,8 @@ rkd: setup
 pipeline: setup
 	$(PY) -m experiments.compression_pipeline --scale $(SCALE)
 
-all-results: lottery lottery-ablation
+all-results: lottery lottery-ablation slimming rethinking filter-pruning kd feature-kd rkd \
+             quantization pipeline
 
 notebooks: setup
 	LAB_SCALE=$(SCALE) $(PY) scripts/run_notebooks.py

@@ -1,0 +1,160 @@
+"""Tables and figures of the logit-distillation experiment."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from experiments.logit_kd.config import LogitKDConfig
+from lib.report import aggregate, markdown, mean_sd_table, results_dir, write_trials
+from lib.runs import atomic_write_text, flat_config
+
+BY = ["method", "teacher", "student", "generation"]
+ORDER = ("teacher", "student", "kd", "dml", "ban", "ban_ensemble", "lr", "lr_stop_rule", "ta_kd")
+
+
+def refinery_stop_rule(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the Label Refinery generation the stop rule keeps: the last one that improved
+    validation accuracy over its predecessor (generation 0, the student alone, if none did)."""
+    rows = []
+    for seed, lr in trials[trials.method == "lr"].groupby("seed"):
+        lr = lr.sort_values("generation")
+        kept = trials[(trials.method == "student") & (trials.seed == seed)].iloc[0]
+        for _, r in lr.iterrows():
+            if not r.improved:
+                break
+            kept = r
+        rows.append({**kept.to_dict(), "method": "lr_stop_rule", "kept": int(kept.generation)})
+    out = pd.DataFrame(rows)
+    if len(out):  # one table row whatever generation each seed kept
+        out["teacher"] = f"generation kept per seed: {', '.join(map(str, out.kept))}"
+        out["generation"] = float("nan")
+    return out
+
+
+def paired_delta(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
+    """Per table row: mean ± sd over seeds of (its test acc − the student alone's), in points;
+    blank for other architectures (the TA-KD assistant)."""
+    students = trials[trials.method == "student"]
+    alone, alone_model = students.set_index("seed").test_acc, students.student.iloc[0]
+    out = []
+    for _, key in table_rows.iterrows():
+        sel = trials
+        for c in BY:
+            same = sel[c].isna() if pd.isna(key[c]) else sel[c] == key[c]
+            sel = sel[same]
+        if key.method in ("teacher", "student") or key.student != alone_model:
+            out.append("")
+            continue
+        d = 100 * (sel.test_acc.to_numpy() - alone.loc[sel.seed].to_numpy())
+        out.append(f"{d.mean():+.2f} ± {d.std(ddof=1):.2f}" if len(d) > 1 else f"{d.mean():+.2f}")
+    return out
+
+
+def write_report(cfg: LogitKDConfig, rows: list[dict], scale: str, *, wall_s: float,
+                 machine: str) -> Path:
+    out = results_dir("logit_kd", scale)
+    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
+    trials = write_trials([{**setup_cols, **row} for row in rows], out)
+    trials["teacher"] = trials["teacher"].fillna("")
+    if "improved" not in trials:
+        trials["improved"] = pd.NA
+    full = pd.concat([trials, refinery_stop_rule(trials)], ignore_index=True)
+
+    agg = aggregate(full, BY, ["test_acc"])
+    table = mean_sd_table(agg, BY, ["test_acc"], digits={"test_acc": 2}, scale={"test_acc": 100})
+    rank = {m: i for i, m in enumerate(ORDER)}
+    table = table.sort_values(["method", "generation"], key=lambda c: c.map(rank) if
+                              c.name == "method" else c, kind="stable").reset_index(drop=True)
+    table.insert(5, "Δ vs alone (pts)", paired_delta(full, table))
+    table = table.rename(columns={"test_acc": "test acc %"})
+
+    s, t = cfg.setup, cfg.teacher
+    r = s.train
+    length = f"{r.epochs:g} epochs" if r.epochs else f"{r.iterations} iterations"
+    header = (
+        f"# Logit distillation: {t.model} -> {s.model} on {s.dataset} ({scale} scale)\n\n"
+        f"Every student: {r.optimizer} lr {r.lr} momentum {r.momentum} wd {r.weight_decay}, "
+        f"{r.schedule}, batch {r.batch_size}, {length}. Teacher ({t.model}, seed {t.seed}, trained "
+        f"once and shared): same recipe, {t.train.epochs or t.train.iterations} "
+        f"{'epochs' if t.train.epochs else 'iterations'}; its row is the test accuracy of the "
+        f"final weights the students learn from. KD, Born-Again (ban) and TA-KD use "
+        f"`α·T²·KL + (1 − α)·CE` with α = {cfg.alpha}, T = {cfg.T}; Label Refinery (lr) trains "
+        f"on softmax(previous generation) only; DML trains {cfg.dml_peers} peers together "
+        f"(simultaneous updates; one row per peer, so n = peers × seeds). Generation 0 of ban "
+        f"and lr is the student alone. lr_stop_rule: per seed, the last refinement that "
+        f"improved validation accuracy (at most {cfg.refinery_max}). TA-KD: generation 1 is the "
+        f"assistant ({cfg.assistant}), generation 2 the student. **Selection: each accuracy is "
+        f"the test accuracy at the evaluation with the lowest validation loss (never selected "
+        f"on test); those weights are what a chain passes on.** Δ: paired by seed against the "
+        f"student alone. Mean ± sd over seeds.\n\n")
+    teacher_s = trials.loc[trials.method == "teacher", "train_wall_s"].sum()
+    footer = (f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s "
+              f"(of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
+              f"feature_kd and rkd); "
+              f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
+              f"Machine: {machine}.\n")
+    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    method_plot(full, out / "accuracy_per_method.png", f"{t.model} -> {s.model}, {s.dataset}")
+    generation_plot(trials, out / "accuracy_per_generation.png")
+    return out
+
+
+def method_plot(full: pd.DataFrame, path: Path, title: str) -> None:
+    """Test accuracy per method (each generation its own point), mean and sd over seeds."""
+    df = full.copy()
+    student = df[df.method == "student"].student.iloc[0]
+
+    def label(r) -> str:
+        plain = r.method in ("teacher", "student", "kd", "dml") or pd.isna(r.generation)
+        name = r.method if plain else f"{r.method} g{int(r.generation)}"
+        return name if r.student == student or r.method == "teacher" else f"{name} ({r.student})"
+
+    df["label"] = df.apply(label, axis=1)
+    order = sorted(df.label.unique(), key=lambda lab: (ORDER.index(lab.split(" ")[0]), lab))
+    fig, ax = plt.subplots(figsize=(8.4, 4.6))
+    sns.pointplot(data=df, x="label", y="test_acc", order=order, errorbar="sd", linestyles="none",
+                  capsize=0.3, ax=ax)
+    ax.axhline(df[df.method == "student"].test_acc.mean(), color="grey", ls="--", lw=1,
+               label="student alone (mean)")
+    ax.set(title=f"Test accuracy per method: {title}", xlabel="", ylabel="test accuracy (± sd)")
+    ax.tick_params(axis="x", rotation=45)
+    for t in ax.get_xticklabels():
+        t.set_horizontalalignment("right")
+    ax.grid(alpha=0.3)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def generation_plot(trials: pd.DataFrame, path: Path) -> None:
+    """Born-Again and Label Refinery accuracy per generation, generation 0 = student alone."""
+    parts = []
+    for method in ("ban", "lr"):
+        chain = trials[trials.method == method]
+        if len(chain):
+            gen0 = trials[trials.method == "student"].assign(method=method)
+            parts.append(pd.concat([gen0, chain]))
+    ens = trials[trials.method == "ban_ensemble"]
+    if len(ens):
+        parts.append(ens.assign(method="ban_ensemble (gens 1..k)"))
+    if not parts:
+        return
+    df = pd.concat(parts, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
+    sns.lineplot(data=df, x="generation", y="test_acc", hue="method", errorbar="sd", marker="o",
+                 ax=ax)
+    teacher = trials[trials.method == "teacher"]
+    if len(teacher):
+        ax.axhline(teacher.test_acc.mean(), color="k", ls=":", lw=1, label="teacher")
+    ax.set_xticks(sorted(df.generation.unique().astype(int)))
+    ax.set(title="Born-Again and Label Refinery per generation (mean ± sd over seeds)",
+           xlabel="generation (0 = student alone)", ylabel="test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

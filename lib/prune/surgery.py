@@ -12,11 +12,17 @@ Supported families and what is prunable in each:
 - ResNet: only `conv1` of each BasicBlock (its inner width). The channels a block adds to its
   shortcut are shared by every block of the stage and by the residual sums, so cutting them
   would need the same indices everywhere in the stage; we leave them alone (residual-safe).
+- MobileNet: the stem and every pointwise conv. A depthwise conv has one filter per channel, so
+  it is not a unit of its own: its channels (and groups) and its BN `follow` the unit before it
+  (`Unit.followers`, cut along dim 0), and the next pointwise conv (or the classifier) reads
+  them. Removing one of b channels between pointwise convs of fan-in a and fan-out c turns
+  a·b + 9·b + c·b weights (+ 4·b BN γ, β) into the same with b − 1.
 Any other model raises a one-line ValueError.
 
 `channel_mask_model` is the masked twin: same shapes, removed channels silenced. Its removed
 channels have zero filter, bias, BN γ and β (so they output exactly 0 after BN+ReLU, in train
-and eval mode alike), and the consumers' weights reading them are zero too. Its outputs equal
+and eval mode alike), so do their followers (a depthwise filter and its BN), and the consumers'
+weights reading them are zero too. Its outputs equal
 the physically pruned model's up to float summation order.
 """
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.models.lenet import MLP
+from lib.models.mobilenet import MobileNet
 from lib.models.resnet import ResNet
 from lib.models.vgg import VGG
 from lib.runs import atomic_torch_save
@@ -37,11 +44,16 @@ from lib.runs import atomic_torch_save
 
 @dataclass(frozen=True)
 class Unit:
-    """The output channels of `layer`, normalised by `bn` (or None), read by `consumers`."""
+    """The output channels of `layer`, normalised by `bn` (or None), read by `consumers`.
+
+    `followers` are layers whose channels map one-to-one onto the unit's (a depthwise conv and
+    its BN): they lose the same channels along dim 0 and pass the rest on to `consumers`.
+    """
 
     layer: str
     bn: str | None
     consumers: tuple[str, ...]
+    followers: tuple[str, ...] = ()
 
 
 def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -75,6 +87,23 @@ def _resnet_units(model: ResNet) -> list[Unit]:
     return [Unit(f"{n}.conv1", f"{n}.bn1", (f"{n}.conv2",)) for n, _ in model.blocks()]
 
 
+def _mobilenet_units(model: MobileNet) -> list[Unit]:
+    names = [n for n, _ in model.convs()]  # stem, dw1, pw1, dw2, pw2, ...
+    full = names[0::2]  # the stem and the pointwise convs: their outputs are prunable
+
+    def bn(conv: str) -> str:  # features.i is a conv, features.(i+1) its BatchNorm
+        return f"features.{int(conv.split('.')[1]) + 1}"
+
+    units = []
+    for k, conv in enumerate(full):
+        if k + 1 < len(full):  # the next block's depthwise conv follows, its pointwise reads
+            dw = names[2 * k + 1]
+            units.append(Unit(conv, bn(conv), (full[k + 1],), (dw, bn(dw))))
+        else:  # global average pooling: one classifier input per channel
+            units.append(Unit(conv, bn(conv), ("classifier",)))
+    return units
+
+
 @dataclass(frozen=True)
 class Family:
     """How to find a model class's prunable units and the constructor kwargs that rebuild it."""
@@ -88,6 +117,7 @@ FAMILIES: dict[str, Family] = {f.cls.__name__: f for f in (
     Family(MLP, _mlp_units, _mlp_arch),
     Family(VGG, _vgg_units, VGG.arch),
     Family(ResNet, _resnet_units, ResNet.arch),
+    Family(MobileNet, _mobilenet_units, MobileNet.arch),
 )}
 
 
@@ -133,14 +163,24 @@ _SIZE_ATTRS = {nn.Conv2d: ("out_channels", "in_channels"), nn.Linear: ("out_feat
 
 @torch.no_grad()
 def _cut(m: nn.Module, idx: Tensor, dim: int) -> None:
-    """Keep entries `idx` of `m`'s output (dim 0) or input (dim 1) channels, in place."""
+    """Keep entries `idx` of `m`'s output (dim 0) or input (dim 1) channels, in place.
+
+    A depthwise conv (groups = in = out channels) is cut along dim 0 only: its input channels
+    and groups follow its outputs. Any other grouped conv is a one-line ValueError.
+    """
+    depthwise = False
     if isinstance(m, nn.Conv2d) and m.groups != 1:
-        raise ValueError(f"surgery: grouped conv {m} is not supported")
+        depthwise = m.groups == m.in_channels == m.out_channels
+        if not depthwise or dim != 0:
+            raise ValueError(f"surgery: grouped conv {m} is not supported"
+                             + (" (a depthwise conv is cut along its outputs only)" if depthwise else ""))
     idx = idx.to(m.weight.device)
     names = ["weight", "bias"] if dim == 0 else ["weight"]
     if isinstance(m, nn.BatchNorm2d):
         names += ["running_mean", "running_var"]
         m.num_features = len(idx)
+    elif depthwise:  # weight (C, 1, k, k): one filter per channel
+        m.in_channels = m.out_channels = m.groups = len(idx)
     else:
         setattr(m, _SIZE_ATTRS[type(m)][dim], len(idx))
     for name in names:
@@ -168,6 +208,8 @@ def prune_channels(model: nn.Module, keep: Mapping[str, Sequence[int] | Tensor])
         _cut(mods[u.layer], idx, 0)
         if u.bn is not None:
             _cut(mods[u.bn], idx, 0)
+        for f in u.followers:
+            _cut(mods[f], idx, 0)
         for c in u.consumers:
             _cut(mods[c], idx, 1)
     return new
@@ -186,7 +228,7 @@ def channel_mask_model(model: nn.Module, keep: Mapping[str, Sequence[int] | Tens
         gone = torch.ones(layer.weight.shape[0], dtype=torch.bool)
         gone[idx] = False
         gone = gone.to(layer.weight.device)
-        for m in [layer] + ([mods[u.bn]] if u.bn else []):
+        for m in [layer] + ([mods[u.bn]] if u.bn else []) + [mods[f] for f in u.followers]:
             m.weight[gone] = 0
             if m.bias is not None:
                 m.bias[gone] = 0

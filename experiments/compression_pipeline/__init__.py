@@ -1,0 +1,1 @@
+"""The compression pipeline: teacher -> KD student -> filter pruning -> quantization."""

@@ -1,0 +1,121 @@
+"""Configuration of the rethinking-pruning experiment, per scale.
+
+`Setup` holds what every trial shares (data, model, the large model's training recipe). A
+`Trial` adds what one run computes: which large model it starts from (seed, learning rate,
+BN-γ penalty), how that model is pruned, where the pruned net's weights come from and how it is
+retrained; it is hashed into the trial's run folder, so the Scratch-E run and the "random init
+at the large model's learning rate" run of the lottery comparison are one and the same run.
+`RethinkConfig` adds what only decides which trials run (ratios, seeds, learning rates).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from lib.train import TrainConfig
+
+METHODS = ("l1", "slimming", "unstructured")
+LOTTERY_METHODS = ("l1", "unstructured")  # the paper's Section 6: structured vs unstructured
+STARTS = ("trained", "ticket", "random")
+
+
+def _sgd(lr: float = 0.1, **kw) -> TrainConfig:
+    """The paper's CIFAR recipe: SGD momentum 0.9, weight decay 1e-4, lr ÷10 at 50% and 75%."""
+    return TrainConfig(optimizer="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                       schedule="step", milestones=(0.5, 0.75), gamma=0.1, channels_last=True,
+                       **kw)
+
+
+@dataclass(frozen=True)
+class Setup:
+    dataset: str = "fashion_mnist"
+    model: str = "vgg_narrow"
+    val_size: int = 5000
+    train_limit: int = 0  # 0 = all
+    test_limit: int = 0
+    train: TrainConfig = field(default_factory=lambda: _sgd(epochs=2.0))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run. With `method` "" it is a large model; otherwise a pruned net of that model.
+
+    `start`: trained (the large model's pruned weights: fine-tuning, or no training when
+    `retrain` is None), ticket (the large model's *initial* weights restricted to the kept
+    channels / weights) or random (a fresh init of the pruned architecture / mask).
+    """
+
+    setup: Setup
+    seed: int = 0
+    base_lr: float = 0.0  # the large model's learning rate; 0 = setup.train.lr
+    base_lam: float = 0.0  # its BN-γ L1 penalty (Network Slimming's sparsity training)
+    method: str = ""
+    prune_ratio: float = 0.0
+    min_keep: int = 1  # slimming: channels every layer keeps under the global threshold
+    start: str = ""
+    retrain: TrainConfig | None = None
+
+
+@dataclass(frozen=True)
+class RethinkConfig:
+    setup: Setup = field(default_factory=Setup)
+    seeds: int = 2
+    l1_ratios: tuple[float, ...] = (0.5,)  # fraction of each conv's filters (Li et al.)
+    slimming_ratios: tuple[float, ...] = (0.5,)  # fraction of all channels, one global threshold
+    unstructured_ratios: tuple[float, ...] = (0.8,)  # fraction of each layer's weights
+    lam: float = 1e-2  # BN-γ penalty of the slimming baseline; 2 epochs need far more than the paper's 1e-4 (README)
+    min_keep: int = 1
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=1.0,
+        channels_last=True))
+    scratch_b_cap: float = 2.0  # the paper: more than 2x cheaper -> just double the epochs
+    lottery_lrs: tuple[float, ...] = (0.01, 0.1)
+
+    def ratios(self, method: str) -> tuple[float, ...]:
+        return getattr(self, f"{method}_ratios")
+
+    def validate(self) -> "RethinkConfig":
+        self.setup.train.validate()
+        self.finetune.validate()
+        for m in METHODS:
+            for r in self.ratios(m):
+                if not 0 < r < 1:
+                    raise ValueError(f"{m}_ratios: each must be in (0, 1), got {r}")
+        if not self.lam >= 0:
+            raise ValueError(f"lam: must be >= 0, got {self.lam}")
+        if self.min_keep < 1:
+            raise ValueError(f"min_keep: must be >= 1, got {self.min_keep}")
+        if not self.scratch_b_cap >= 1:
+            raise ValueError(f"scratch_b_cap: must be >= 1, got {self.scratch_b_cap}")
+        for lr in self.lottery_lrs:
+            if not lr > 0:
+                raise ValueError(f"lottery_lrs: each must be > 0, got {lr}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
+        return self
+
+
+def scaled(cfg: TrainConfig, factor: float) -> TrainConfig:
+    """`cfg` trained `factor` times longer (epochs or iterations), same schedule shape."""
+    if cfg.epochs:
+        return replace(cfg, epochs=round(cfg.epochs * factor, 4))
+    return replace(cfg, iterations=max(1, round(cfg.iterations * factor)))
+
+
+def for_scale(scale: str, model: str = "vgg_narrow") -> RethinkConfig:
+    if scale == "smoke":
+        setup = Setup(model=model, val_size=300, train_limit=2000, test_limit=500,
+                      train=replace(_sgd(iterations=12, eval_every=12), batch_size=64))
+        return RethinkConfig(setup=setup, seeds=2, finetune=TrainConfig(
+            optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, batch_size=64,
+            iterations=4, eval_every=4, channels_last=True))
+    if scale == "default":
+        # 40k of the 55k training images keep the whole run near 10 minutes on 2 CPU cores
+        return RethinkConfig(setup=Setup(model=model, train_limit=40_000), seeds=2)
+    # the paper: VGG-16 / ResNet-56 on CIFAR-10, 160 epochs, batch 64, augmentation; L1 fine-tunes
+    # 40 epochs at 1e-3; slimming trains with λ = 1e-4; 5 runs per setting
+    setup = Setup(dataset="cifar10", model=model if model != "vgg_narrow" else "vgg16",
+                  train=replace(_sgd(epochs=160.0), batch_size=64, augment=True))
+    return RethinkConfig(setup=setup, seeds=5, l1_ratios=(0.3, 0.5), slimming_ratios=(0.4, 0.6),
+                         unstructured_ratios=(0.5, 0.8, 0.95), lam=1e-4,
+                         finetune=replace(setup.train, lr=1e-3, epochs=40.0, schedule="constant",
+                                          milestones=()))

@@ -1,0 +1,1 @@
+"""Relational KD (distance, angle), SP, and the embedding structure they keep."""

@@ -1,0 +1,129 @@
+"""Configuration of the relational-distillation experiment, per scale.
+
+`Setup` holds everything that changes a trained student (data, student model, the shared
+teacher's spec, training recipe, loss weights); it is hashed with each `Trial`'s seed and method
+into the trial's run folder. `RKDConfig` adds what only decides which trials run and how the
+embedding structure is measured afterwards.
+
+A method is a set of loss terms added to the labels' cross-entropy (`METHODS`); the training
+loop never branches on its name. The loss weights are those of the official code: RKD distance
+25 and angle 50 (the RKD CIFAR code, also RepDistiller), SP γ = 3000, KD α = 0.9 at T = 4, the
+cross-entropy then weighted 1 − α.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from experiments.teachers import TeacherSpec
+from lib.train import TrainConfig
+
+# method -> distillation terms added to the cross-entropy on the labels
+METHODS: dict[str, tuple[str, ...]] = {
+    "student": (),
+    "kd": ("kd",),
+    "rkd_d": ("rkd_distance",),
+    "rkd_a": ("rkd_angle",),
+    "rkd_da": ("rkd_distance", "rkd_angle"),
+    "rkd_d+kd": ("rkd_distance", "kd"),
+    "rkd_a+kd": ("rkd_angle", "kd"),
+    "rkd_da+kd": ("rkd_distance", "rkd_angle", "kd"),
+    "sp": ("sp",),
+    "sp+kd": ("sp", "kd"),
+}
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "sp+kd")  # sp+kd: opt-in (--methods)
+
+
+def student_recipe(epochs: float = 0.0, iterations: int = 0, eval_every: int = 0,
+                   lr: float = 0.1) -> TrainConfig:
+    """SGD with momentum and a cosine schedule, as the shared teacher is trained."""
+    return TrainConfig(optimizer="sgd", lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                       epochs=epochs, iterations=iterations, schedule="cosine",
+                       eval_every=eval_every, channels_last=True)
+
+
+@dataclass(frozen=True)
+class Setup:
+    dataset: str = "fashion_mnist"
+    model: str = "vgg_tiny"  # the student
+    val_size: int = 5000
+    train_limit: int = 0  # 0 = all
+    test_limit: int = 0
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    # one epoch: the angle-wise loss (B³ triplets) and SP's online teacher cost 3-4x a plain
+    # student step, and 27 students must fit the default scale's 10 minutes on 2 cores
+    train: TrainConfig = field(default_factory=lambda: student_recipe(epochs=1.0, eval_every=143))
+    kd_alpha: float = 0.9  # KD weight; the cross-entropy gets 1 − alpha when KD is on
+    kd_T: float = 4.0
+    w_distance: float = 25.0  # RKD distance-wise weight (CIFAR code)
+    w_angle: float = 50.0  # RKD angle-wise weight (CIFAR code)
+    w_sp: float = 3000.0  # SP γ
+
+    def weights(self) -> dict[str, float]:
+        """Weight of each distillation term, by loss name."""
+        return {"kd": self.kd_alpha, "rkd_distance": self.w_distance, "rkd_angle": self.w_angle,
+                "sp": self.w_sp}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One student trained with `method`'s loss terms from the shared teacher."""
+    setup: Setup
+    seed: int = 0
+    method: str = "student"
+
+
+@dataclass(frozen=True)
+class RKDConfig:
+    setup: Setup = field(default_factory=Setup)
+    seeds: int = 3
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    struct_size: int = 1024  # fixed test images on which embedding structure is measured
+    angle_size: int = 128  # the first ones of those, for angle correlations (n³ triples)
+    knn_k: int = 10  # neighbourhood size for the kNN-overlap metric
+    loss_batch: int = 128  # batch size for the RKD loss values on the test sample
+
+    def validate(self) -> "RKDConfig":
+        s = self.setup
+        s.train.validate()
+        s.teacher.train.validate()
+        for name in ("dataset", "val_size", "train_limit", "test_limit"):
+            if getattr(s.teacher, name) != getattr(s, name):
+                raise ValueError(f"teacher.{name}: must equal the student's {name} "
+                                 f"({getattr(s, name)}), got {getattr(s.teacher, name)}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods: unknown '{m}', choose from {', '.join(METHODS)}")
+        if not 0.0 <= s.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha: must be in [0, 1], got {s.kd_alpha}")
+        if not s.kd_T > 0:
+            raise ValueError(f"kd_T: must be > 0, got {s.kd_T}")
+        if not 2 <= self.angle_size <= self.struct_size:
+            raise ValueError(f"angle_size: must be in [2, struct_size={self.struct_size}], "
+                             f"got {self.angle_size}")
+        if not 1 <= self.knn_k < self.struct_size:
+            raise ValueError(f"knn_k: must be in [1, {self.struct_size - 1}], got {self.knn_k}")
+        if self.loss_batch < 2:
+            raise ValueError(f"loss_batch: must be >= 2, got {self.loss_batch}")
+        return self
+
+
+def for_scale(scale: str, model: str = "vgg_tiny") -> RKDConfig:
+    if scale == "smoke":
+        teacher = TeacherSpec(val_size=500, train_limit=2000, test_limit=1000,
+                              train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9,
+                                                batch_size=128, iterations=40, eval_every=20,
+                                                schedule="cosine", channels_last=True))
+        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000,
+                      teacher=teacher, train=student_recipe(lr=0.05, iterations=20, eval_every=10))
+        return RKDConfig(setup=setup, seeds=2, struct_size=256, angle_size=48, loss_batch=64)
+    if scale == "default":
+        return RKDConfig(setup=Setup(model=model), seeds=3)
+    # RepDistiller's CIFAR-100 recipe: SGD 0.05 (resnets), 240 epochs, lr / 10 at 150, 180, 210
+    paper = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
+                        epochs=240.0, schedule="step", milestones=(150 / 240, 180 / 240, 210 / 240),
+                        augment=True, channels_last=True)
+    teacher = TeacherSpec(dataset="cifar100", model="resnet56", train=paper)
+    setup = Setup(dataset="cifar100", model=model, teacher=teacher, train=paper)
+    return RKDConfig(setup=setup, seeds=3)

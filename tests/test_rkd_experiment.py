@@ -1,0 +1,202 @@
+"""The rkd experiment: structure metrics, the distillation hook, and a smoke run end to end."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cli import run_experiment
+from conftest import tiny_splits
+from experiments.rkd.config import DEFAULT_METHODS, METHODS
+from experiments.rkd.distill import (BestWeights, Distill, Term, embedding_layer,
+                                     last_conv_layer, teacher_outputs)
+from experiments.rkd.structure import (knn_overlap, recall_at_1, spearman, structure_metrics)
+from lib import models
+from lib.distill import KD, RKDDistance, SimilarityPreserving
+from lib.train import TrainConfig, evaluate, train
+
+STRUCTURE = ["dist_spearman", "dist_pearson", "angle_pearson", "rkd_d_loss", "rkd_a_loss",
+             "knn_overlap", "recall_at_1"]
+
+
+# ----------------------------------------------------------------------------- structure metrics
+
+def test_structure_of_a_space_against_itself_scaled_and_shifted():
+    torch.manual_seed(0)
+    e = torch.randn(64, 8)
+    y = torch.randint(0, 3, (64,))
+    m = structure_metrics(3.0 * e + 1.5, e, y, angle_size=20, k=5, batch=32)
+    for key in ("dist_spearman", "dist_pearson", "angle_pearson", "knn_overlap"):
+        assert m[key] == pytest.approx(1.0, abs=1e-9), key
+    assert m["rkd_d_loss"] == pytest.approx(0.0, abs=1e-12)
+    assert m["rkd_a_loss"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_structure_of_unrelated_spaces_is_low():
+    torch.manual_seed(0)
+    a, b = torch.randn(200, 16), torch.randn(200, 16)
+    m = structure_metrics(a, b, torch.zeros(200, dtype=torch.long), angle_size=30, k=10, batch=50)
+    assert abs(m["dist_spearman"]) < 0.1 and abs(m["angle_pearson"]) < 0.1
+    assert m["knn_overlap"] < 0.15 and m["rkd_d_loss"] > 0.01
+    assert m["recall_at_1"] == 1.0  # one label only
+
+
+def test_spearman_is_rank_based_and_knn_recall_by_hand():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(x, x.pow(3)) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    # points on a line: 0, 1, 10, 11 -> nearest neighbours 1, 0, 3, 2
+    e = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    assert recall_at_1(e, torch.tensor([0, 0, 1, 1])) == 1.0
+    assert recall_at_1(e, torch.tensor([0, 1, 0, 1])) == 0.0
+    flipped = torch.tensor([[0.0], [1.0], [11.0], [10.0]])
+    assert knn_overlap(e, flipped, 1) == 1.0
+    assert knn_overlap(e, torch.tensor([[0.0], [10.0], [1.0], [11.0]]), 1) == 0.0
+
+
+# ----------------------------------------------------------------------------- the hook
+
+def test_layers_found_for_vgg_and_resnet_and_rejected_for_an_mlp():
+    vgg = models.build("vgg_tiny", (1, 28, 28), 10)
+    assert (embedding_layer(vgg), last_conv_layer(vgg)) == ("flatten", "features.10")
+    res = models.build("resnet8", (1, 28, 28), 10)
+    assert (embedding_layer(res), last_conv_layer(res)) == ("pool", "layer3")
+    with pytest.raises(ValueError, match="no global pool"):
+        embedding_layer(models.build("lenet_300_100", (1, 28, 28), 10))
+
+
+def _pair():
+    torch.manual_seed(0)
+    student = models.build("vgg_tiny", (1, 28, 28), 3)
+    teacher = models.build("resnet8", (1, 28, 28), 3).eval()
+    return student, teacher
+
+
+def test_cached_teacher_tables_give_the_online_loss():
+    student, teacher = _pair()
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 3, (300,))
+    terms = [Term("rkd_distance", RKDDistance(), 25.0, "flatten", "pool"),
+             Term("kd", KD(4.0), 0.9, "logits", "logits")]
+    tables = teacher_outputs(teacher, x, ["pool"], chunk=128)
+    cached, online = Distill(student, teacher, terms, tables), Distill(student, teacher, terms)
+    assert not cached.online and online.online
+    index = torch.tensor([5, 17, 250, 3, 99, 42])
+    logits = student(x[index])
+    for hook in (cached, online):
+        hook.on_batch(index)
+    a = cached.extra_loss(x[index], y[index], logits)
+    b = online.extra_loss(x[index], y[index], logits)
+    assert a.item() > 0 and a.item() == pytest.approx(b.item(), rel=1e-4)
+    # a term whose teacher input is not in the tables (SP's conv maps) makes the hook go online
+    sp = Term("sp", SimilarityPreserving(), 3000.0, "features.10", "layer3")
+    assert Distill(student, teacher, [sp], tables).online
+
+
+def test_label_weight_gives_hintons_mix():
+    student, teacher = _pair()
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 3, (16,))
+    hook = Distill(student, teacher, [Term("kd", KD(4.0), 0.9, "logits", "logits")],
+                   label_weight=0.1)
+    logits = student(x)
+    total = F.cross_entropy(logits, y) + hook.extra_loss(x, y, logits)  # what the loop adds up
+    with torch.no_grad():
+        expected = 0.9 * KD(4.0)(logits, teacher(x)) + 0.1 * F.cross_entropy(logits, y)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher never learns
+
+
+def test_best_weights_are_the_early_stopping_point():
+    data = tiny_splits(n_train=256, n_test=64, val=64)
+    torch.manual_seed(0)
+    model = models.build("vgg_tiny", data.input_shape, data.num_classes)
+    best = BestWeights()
+    cfg = TrainConfig(optimizer="sgd", lr=0.5, momentum=0.9, batch_size=32, iterations=24,
+                      eval_every=4)
+    res = train(model, data, cfg, seed=0, hooks=[best])
+    assert best.best_step == res.early_stop["step"]
+    model.load_state_dict(best.best)
+    assert evaluate(model, data.test_x, data.test_y)[1] == res.early_stop["test_acc"]
+
+
+# ----------------------------------------------------------------------------- smoke run
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rkd")
+    run_experiment("rkd", "--scale", "smoke", base=base)
+    out = base / "results" / "rkd" / "smoke"
+    return base, out, pd.read_csv(out / "trials.csv")
+
+
+def test_columns_methods_and_ranges(smoke):
+    _, out, trials = smoke
+    assert {"method", "teacher", "student", "seed", "test_acc", *STRUCTURE} <= set(trials.columns)
+    assert set(trials.method) == {"teacher", *DEFAULT_METHODS}
+    students = trials[trials.method != "teacher"]
+    assert (students.groupby("seed").method.apply(set) == set(DEFAULT_METHODS)).all()
+    assert set(students.seed) == {0, 1}
+    assert (students.teacher == "resnet8").all() and (students.student == "vgg_tiny").all()
+    assert trials.test_acc.between(0, 1).all()
+    assert students[["dist_spearman", "angle_pearson"]].abs().le(1).all().all()
+    assert students.knn_overlap.between(0, 1).all() and (students.rkd_d_loss > 0).all()
+    t = trials[trials.method == "teacher"].iloc[0]
+    assert t.dist_spearman == pytest.approx(1) and t.rkd_d_loss == pytest.approx(0)
+    # SP needs the teacher's conv maps, which are not cached: it runs the teacher online
+    assert students.set_index("method").teacher_online.groupby(level=0).all().to_dict() == {
+        m: m.startswith("sp") for m in DEFAULT_METHODS}
+    table = (out / "table.md").read_text()
+    assert "| teacher | labels (shared teacher) |" in table and "| student | CE |" in table
+    assert "lowest validation loss" in table and "Machine:" in table
+    for png in ("accuracy.png", "structure.png", "distances.png"):
+        assert (out / png).stat().st_size > 10_000
+
+
+def test_rkd_students_keep_more_of_the_teachers_distances(smoke):
+    _, _, trials = smoke
+    # a 20-step smoke student can select its untrained init (step 0) on validation loss
+    trained = trials[trials.early_stop_iter > 0]
+    by = trained.groupby("method")[["dist_spearman", "rkd_d_loss"]].mean()
+    for m in ("rkd_d", "rkd_a", "rkd_da"):
+        assert by.dist_spearman[m] > by.dist_spearman["student"], m
+        assert by.rkd_d_loss[m] < by.rkd_d_loss["student"], m
+
+
+def test_reported_accuracy_is_the_selected_weights(smoke):
+    base, _, trials = smoke
+    from lib.data import load
+
+    data = load("fashion_mnist", val_size=500, train_limit=2000, test_limit=1000)
+    for _, row in trials[trials.method.isin(["rkd_da", "sp"]) & (trials.seed == 1)].iterrows():
+        run = base / "runs" / "smoke" / "rkd" / row.run
+        curve = pd.read_csv(run / "metrics.csv")
+        best = curve.loc[curve.val_loss.idxmin()]
+        assert best.step == row.early_stop_iter and best.test_acc == row.test_acc
+        model = models.build("vgg_tiny", data.input_shape, data.num_classes)
+        model.load_state_dict(torch.load(run / "selected.pt", weights_only=True))
+        model.to(memory_format=torch.channels_last)  # as trained and evaluated
+        assert evaluate(model, data.test_x, data.test_y)[1] == row.test_acc
+
+
+@pytest.mark.parametrize("args, msg", [
+    (("--methods", "rkd_d,nope"), "methods: unknown 'nope', choose from " + ", ".join(METHODS)),
+    (("--model", "lenet_300_100"), "model: lenet_300_100 has no global pool"),
+    (("--model", "nope"), "model: unknown 'nope'"),
+    (("--scale", "x"), "scale: unknown 'x'")])
+def test_bad_input_fails_in_one_line(tmp_path, args, msg):
+    proc = run_experiment("rkd", "--scale", "smoke", *args, base=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
+    assert msg in proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
+    from notebooks import execute
+
+    _, out, _ = smoke
+    monkeypatch.setenv("LAB_RESULTS_DIR", str(out.parents[1]))
+    nb = execute("rkd", scale="smoke")
+    text = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "teacher test accuracy" in text and "distance Spearman vs student alone" in text

@@ -19,3 +19,13 @@ def run_experiment(name: str, *args: str, base: Path, check: bool = True) -> sub
     """`python -m experiments.<name> *args`, output captured."""
     return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT,
                           env=lab_env(base), capture_output=True, text=True, check=check)
+
+
+def assert_rejected(name: str, args: tuple[str, ...], msg: str, base: Path) -> None:
+    """The smoke run with `args` stops before any compute: exit 2, one stderr line
+    `error: ...` containing `msg`, and no results or runs written under `base`."""
+    proc = run_experiment(name, "--scale", "smoke", *args, base=base, check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+    assert msg in proc.stderr
+    assert not (base / "results").exists() and not (base / "runs").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 from lib.models.mobilenet import mobilenet_params
 
 COLUMNS = ["method", "bits", "seed", "test_acc", "size_bytes", "params", "macs", "latency_ms",
@@ -81,11 +81,7 @@ def test_every_trial_is_reused_on_rerun(smoke, tmp_path):
     (("--model", "conv2"), "surgery: unsupported model type"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path, args, msg):
-    proc = run_experiment("compression_pipeline", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("compression_pipeline", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

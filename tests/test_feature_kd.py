@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 from experiments.feature_kd.config import METHODS
 from experiments.feature_kd.hooks import LabelWeight, OnlineTeacher
 from experiments.feature_kd.layers import hint_pair, modules_up_to, stage_pairs
@@ -141,11 +141,7 @@ def test_stage_one_trains_only_the_lower_layers(smoke):
     (("--model", "nope"), "model: unknown 'nope'"),
     (("--scale", "x"), "scale: unknown 'x'")])
 def test_bad_input_fails_in_one_line(tmp_path, args, msg):
-    proc = run_experiment("feature_kd", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("feature_kd", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

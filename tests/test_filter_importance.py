@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 
 COLUMNS = ["method", "prune_ratio", "seed", "params", "macs", "test_acc", "stage",
            "macs_reduction", "params_reduction", "size_bytes"]
@@ -97,11 +97,7 @@ def test_saved_pruned_model_loads_with_its_shapes_and_accuracy(smoke):
     (("--model", "nope"), "model: unknown 'nope'"),
     (("--scale", "x"), "scale: unknown 'x'")])
 def test_bad_input_fails_in_one_line_before_compute(tmp_path, args, msg):
-    proc = run_experiment("filter_importance", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("filter_importance", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 from conftest import tiny_splits
 from experiments.logit_kd.config import METHODS, for_scale
 from experiments.logit_kd.dml import Peers, mutual_criterion
@@ -178,11 +178,7 @@ def test_rerun_reuses_every_trial(smoke):
     (("--scale", "paper", "--methods", "ta"), "assistant: none set"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path, args, msg):
-    proc = run_experiment("logit_kd", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("logit_kd", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 
 COLUMNS = ["method", "stage", "lam", "prune_ratio", "seed", "params", "macs", "test_acc",
            "latency_ms", "latency_cl_ms", "widths"]
@@ -104,11 +104,7 @@ def test_saved_pruned_model_reloads_with_its_shapes_and_outputs(smoke):
     (("--min-keep", "0"), "min_keep: must be"),
 ])
 def test_bad_input_fails_in_one_line_before_compute(tmp_path, args, msg):
-    proc = run_experiment("network_slimming", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("network_slimming", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

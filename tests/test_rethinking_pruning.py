@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 
 COLUMNS = ["method", "prune_ratio", "seed", "params", "macs", "test_acc", "variant", "lr", "epochs",
            "budget", "run"]
@@ -152,11 +152,7 @@ def test_ticket_init_is_the_original_init_restricted():
     (("--lottery-lrs", "x"), "lottery_lrs: expected comma-separated numbers"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path, args, msg):
-    proc = run_experiment("rethinking_pruning", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("rethinking_pruning", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli import run_experiment
+from cli import assert_rejected, run_experiment
 from conftest import tiny_splits
 from experiments.rkd.config import DEFAULT_METHODS, METHODS
 from experiments.rkd.distill import (BestWeights, Distill, Term, embedding_layer,
@@ -185,11 +185,7 @@ def test_reported_accuracy_is_the_selected_weights(smoke):
     (("--model", "nope"), "model: unknown 'nope'"),
     (("--scale", "x"), "scale: unknown 'x'")])
 def test_bad_input_fails_in_one_line(tmp_path, args, msg):
-    proc = run_experiment("rkd", "--scale", "smoke", *args, base=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
-    assert msg in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert_rejected("rkd", args, msg, tmp_path)
 
 
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):

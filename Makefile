@@ -4,12 +4,13 @@ SCALE ?= default
 PY := .venv/bin/python
 STAMP := .venv/.requirements-installed
 
-.PHONY: help setup data test lottery lottery-ablation slimming rethinking filter-pruning kd \
-        feature-kd rkd quantization pipeline all-results notebooks benchmark sync clean-smoke
+.PHONY: help setup data test test-fast lottery lottery-ablation slimming rethinking filter-pruning kd \
+        feature-kd rkd quantization pipeline all-results claims notebooks benchmark sync clean-smoke
 
 help:
 	@echo "make setup                 venv + pinned requirements + Fashion-MNIST (idempotent)"
-	@echo "make test                  unit tests + smoke runs of every experiment + notebooks"
+	@echo "make test                  unit tests + smoke runs of every experiment + notebooks (< 10 min)"
+	@echo "make test-fast             the unit tier only (< 1 min)"
 	@echo "make lottery-ablation      Deconstructing Lottery Tickets (the flagship)   [SCALE=smoke|default|paper]"
 	@echo "make lottery               Lottery Ticket Hypothesis: IMP, ticket vs reinit [SCALE=...]"
 	@echo "make slimming              Network Slimming: BN-gamma sparsity, global pruning, fine-tuning"
@@ -21,6 +22,7 @@ help:
 	@echo "make quantization          PTQ sweep, QAT, int8 through torch.ao, precision curve"
 	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"
 	@echo "make all-results           every experiment at SCALE, one after the other"
+	@echo "make claims                every paper claim with its verdict on results/ (SCALE=...)"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             training throughput and IMP wall time on this machine"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
@@ -38,6 +40,9 @@ data:
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q tests -m "not smoke and not slow"
 
 lottery: setup
 	$(PY) -m experiments.lottery_ticket --scale $(SCALE)
@@ -71,6 +76,9 @@ pipeline: setup
 
 all-results: lottery lottery-ablation slimming rethinking filter-pruning kd feature-kd rkd \
              quantization pipeline
+
+claims: setup
+	$(PY) scripts/claims.py --scale $(SCALE)
 
 notebooks: setup
 	LAB_SCALE=$(SCALE) $(PY) scripts/run_notebooks.py

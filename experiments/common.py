@@ -1,130 +1,212 @@
-"""What every experiment's __main__ shares: scales, CLI errors, devices, running one trial."""
+"""The shape of an experiment, written once.
+
+An experiment is a module `experiments/<name>/` with
+- `config.py`: a `Setup` subclass (the data, model and recipe every trial shares, hashed into
+  each trial's run folder), a `Trial` and a config with one preset per scale (`for_scale`);
+- `__main__.py`: one `Experiment(...)`, filled in with what is particular to its paper: its own
+  flags, how to run its trials (`run(ctx)`) and how to report them (`report(ctx, produced)`);
+- `report.py`, `README.md`, a notebook and a smoke test.
+
+`Experiment.main` is the rest, the same for all: parse the shared command line, pick the preset,
+load the data, run the trials (`run_trial` / `run_eval`: a finished trial is reused, a killed one
+resumes), record which invocation trained what (`provenance`), write the report.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from experiments import provenance
+from experiments.cli import (add_prune_args, add_train_args, base_parser, check_scale, fail,
+                             parse_floats, parse_ints, parse_list, pick_device, preset)
 from lib import data as datasets
 from lib import models
 from lib.data import Splits
 from lib.log import TrialLog
-from lib.prune.imp import PruneConfig
-from lib.runs import Run, flat_config
+from lib.report import results_dir
+from lib.runs import Run, atomic_torch_save, flat_config
 from lib.train import Hook, TrainConfig, TrainResult, evaluate, train
 
-SCALES = ("smoke", "default", "paper")
+__all__ = ["Setup", "Config", "recipe", "require", "SMOKE_DATA", "Experiment", "Context",
+           "each_seed", "run_trial", "run_eval", "fail", "parse_list", "parse_floats",
+           "parse_ints", "check_scale", "machine"]
+
+# the data of every smoke run: shared, so smoke runs of the distillation experiments share
+# one tiny teacher (experiments.teachers.TeacherSpec.smoke)
+SMOKE_DATA = dict(val_size=500, train_limit=2000, test_limit=1000)
 
 
-def fail(msg: str) -> None:
-    """Exit with one line on stderr: bad input is reported before any compute."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+def require(ok: bool, field: str, rule: str, got: Any) -> None:
+    """One-line ValueError `<field>: must be <rule>, got <got>` unless `ok`."""
+    if not ok:
+        raise ValueError(f"{field}: must be {rule}, got {got}")
 
 
-def parse_list(text: str, choices: Sequence[str], field: str) -> tuple[str, ...]:
-    """Comma-separated names, each checked against `choices` (one-line error otherwise)."""
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    for item in items:
-        if item not in choices:
-            raise ValueError(f"{field}: unknown '{item}', choose from {', '.join(choices)}")
-    if not items:
-        raise ValueError(f"{field}: empty list, choose from {', '.join(choices)}")
-    return items
+def recipe(**kw) -> Any:
+    """A dataclass field whose default is `TrainConfig(**kw)`."""
+    return field(default_factory=lambda: TrainConfig(**kw))
 
 
-def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", default="default",
-                   help="smoke (seconds, CI), default (Fashion-MNIST on a CPU, <= 30 min) or "
-                        "paper (the paper's dataset and budget; wants a GPU)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: per scale)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    return p
+@dataclass(frozen=True)
+class Setup:
+    """What every trial of an experiment shares: data, model, training recipe.
+
+    An experiment's `Setup` extends this one, re-declaring only the defaults it changes (its
+    model, its recipe) and adding its own fields. A trial's run folder is the hash of the fields
+    that differ from these defaults, so changing a default here changes every run hash."""
+
+    dataset: str = "fashion_mnist"
+    model: str = "lenet_300_100"
+    val_size: int = 5000
+    train_limit: int = 0  # 0 = all
+    test_limit: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Setup":
+        """One-line ValueError naming the first bad field of the recipe."""
+        self.train.validate()
+        return self
+
+    def data_fields(self) -> dict:
+        """The fields that choose the data (what a teacher must share with its students)."""
+        return dict(dataset=self.dataset, val_size=self.val_size, train_limit=self.train_limit,
+                    test_limit=self.test_limit)
+
+    def check_same_data(self, other: "Setup", name: str) -> None:
+        """One-line ValueError when `other` (e.g. a teacher) is trained on different data."""
+        for k, v in self.data_fields().items():
+            if getattr(other, k) != v:
+                raise ValueError(f"{name}.{k}: must equal the students' {k} ({v}), "
+                                 f"got {getattr(other, k)}")
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="lenet_300_100", help="lenet_300_100, conv2, conv4, conv6")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+@dataclass(frozen=True)
+class Config:
+    """What decides which trials an experiment runs (never hashed): its `Setup` and seed count,
+    plus the experiment's own lists (levels, methods, ratios...) in its subclass."""
+
+    setup: Setup = field(default_factory=Setup)
+    seeds: int = 2
+
+    def validate(self) -> "Config":
+        self.setup.validate()
+        require(self.seeds >= 1, "seeds", ">= 1", self.seeds)
+        return self
 
 
-def preset(a: argparse.Namespace, for_scale: Callable):
-    """(scale, config) from --scale/--model, with --dataset, training and (where the setup has a
-    pruning recipe) pruning flags applied to its `setup`. Raises ValueError (one line) on any
-    bad name or value."""
-    scale = check_scale(a.scale)
-    models.check_model_name(a.model)
-    cfg = for_scale(scale, a.model)
-    setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a))
-    if hasattr(setup, "prune"):
-        setup = replace(setup, prune=apply_prune_args(setup.prune, a))
-    if a.dataset:
-        datasets.check_dataset_name(a.dataset)
-        setup = replace(setup, dataset=a.dataset)
-    return scale, replace(cfg, setup=setup)
+@dataclass
+class Context:
+    """What an experiment's `run` and `report` receive: the config, scale, device and data."""
+
+    experiment: str
+    cfg: Any
+    scale: str
+    device: torch.device
+    data: Splits
+
+    def run(self, trial: Any) -> Run:
+        """The run folder of `trial` in this experiment at this scale."""
+        return Run(self.experiment, trial, scale=self.scale)
+
+    def train(self, run: Run, **kw) -> dict:
+        """`run_trial` in this experiment, at this scale, on this data."""
+        return run_trial(run, experiment=self.experiment, scale=self.scale, data=self.data, **kw)
+
+    def train_final(self, run: Run, *, model: str, seed: int, name: str, train_cfg: TrainConfig,
+                    stage: str = "train", **kw) -> tuple[nn.Module, dict]:
+        """Train a fresh `model` (init drawn from `seed`) as `run` unless done, keeping its final
+        weights in final.pt; return them loaded, in eval mode, with the trial's result."""
+        after = kw.pop("after", None)
+
+        def save(m: nn.Module, res: TrainResult) -> dict | None:
+            atomic_torch_save(m.state_dict(), run.path("final.pt"))
+            return after(m, res) if after else None
+
+        res = self.train(run, stage=stage, name=name, seed=seed, train_cfg=train_cfg,
+                         build=lambda: self.build(model, seed), after=save, **kw)
+        net = self.build(model, seed)
+        net.load_state_dict(torch.load(run.path("final.pt"), map_location=self.device,
+                                       weights_only=True))
+        return net.eval(), res
+
+    def evaluate(self, run: Run, **kw) -> dict:
+        """`run_eval` in this experiment, at this scale, on this data."""
+        return run_eval(run, experiment=self.experiment, scale=self.scale, data=self.data, **kw)
+
+    def build(self, model: str, seed: int) -> nn.Module:
+        """A freshly initialised `model` for this data, its init drawn from `seed`."""
+        torch.manual_seed(seed)
+        return models.build(model, self.data.input_shape, self.data.num_classes).to(self.device)
+
+    @property
+    def out(self) -> Path:
+        """results/<experiment>/<scale>/"""
+        return results_dir(self.experiment, self.scale)
+
+    def provenance(self, run_hashes: Sequence[str]) -> dict:
+        """run.json for a table whose trials have `run_hashes` (see experiments.provenance)."""
+        return provenance.gather(self.experiment, self.scale, {h for h in run_hashes if h},
+                                 self.out)
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Flags that override the scale's training recipe (each changes the trials' hashes)."""
-    g = p.add_argument_group("training overrides")
-    g.add_argument("--optimizer", default=None, help="sgd or adam")
-    g.add_argument("--lr", type=float, default=None, help="learning rate")
-    g.add_argument("--batch-size", type=int, default=None, help="batch size")
-    g.add_argument("--iterations", type=int, default=None, help="training steps per trial")
-    g.add_argument("--epochs", type=float, default=None, help="training epochs per trial")
-    g.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (0: per epoch)")
+def each_seed(run_seed: Callable[[Context, int], list[dict]]) -> Callable[[Context], list[dict]]:
+    """`run` for an experiment whose seeds are independent: `run_seed(ctx, seed)`'s rows, all seeds."""
+    return lambda ctx: [row for seed in range(ctx.cfg.seeds) for row in run_seed(ctx, seed)]
 
 
-def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
-    """`cfg` with the flags of `add_train_args` that were given; --epochs clears iterations."""
-    changes = {k: getattr(a, k) for k in ("optimizer", "lr", "batch_size", "eval_every")
-               if getattr(a, k, None) is not None}
-    if getattr(a, "epochs", None) is not None:
-        changes.update(epochs=a.epochs, iterations=0)
-    if getattr(a, "iterations", None) is not None:
-        changes.update(iterations=a.iterations, epochs=0.0)
-    return replace(cfg, **changes).validate()
+@dataclass(frozen=True)
+class Experiment:
+    """What an experiment fills in; `main` does the rest."""
 
+    name: str
+    doc: str
+    for_scale: Callable[[str, str], Any]  # (scale, model) -> config with .setup and .seeds
+    run: Callable[[Context], Any]  # trains the trials; returns what `report` needs
+    report: Callable[[Context, Any], Path]  # writes results/<name>/<scale>/
+    model: str | Mapping[str, str] = "lenet_300_100"  # default --model, or one per scale
+    model_help: str = "a registered model"
+    flags: Callable[[argparse.ArgumentParser], None] = lambda p: None  # its own flags
+    configure: Callable[[Any, argparse.Namespace], Any] = lambda cfg, a: cfg  # apply them
+    prune_flags: bool = False  # --rate-fc/--rate-conv/--rate-output/--scope
 
-def add_prune_args(p: argparse.ArgumentParser) -> None:
-    """Flags that override the per-round pruning rates and the ranking scope."""
-    g = p.add_argument_group("pruning overrides")
-    g.add_argument("--rate-fc", type=float, default=None, help="fraction of hidden fc weights pruned per round")
-    g.add_argument("--rate-conv", type=float, default=None, help="fraction of conv weights pruned per round")
-    g.add_argument("--rate-output", type=float, default=None, help="fraction of output-layer weights pruned per round")
-    g.add_argument("--scope", default=None, help="layerwise (default) or global ranking")
+    def parser(self) -> argparse.ArgumentParser:
+        default = self.model if isinstance(self.model, str) else "; ".join(
+            f"{scale}: {m}" for scale, m in self.model.items())
+        p = base_parser(f"python -m experiments.{self.name}", self.doc,
+                        f"{self.model_help} (default {default})")
+        self.flags(p)
+        add_train_args(p)
+        if self.prune_flags:
+            add_prune_args(p)
+        return p
 
+    def parse(self, argv: Sequence[str] | None = None) -> tuple[Any, str, torch.device]:
+        """(validated config, scale, device), or exit 2 with one line naming the bad field."""
+        a = self.parser().parse_args(argv)
+        try:
+            if a.model is None:
+                default = self.model
+                a.model = default if isinstance(default, str) else default[check_scale(a.scale)]
+            scale, cfg = preset(a, self.for_scale)
+            return self.configure(cfg, a).validate(), scale, pick_device(a.device)
+        except ValueError as e:
+            fail(str(e))
 
-def apply_prune_args(cfg: PruneConfig, a: argparse.Namespace) -> PruneConfig:
-    """`cfg` with the flags of `add_prune_args` that were given, validated."""
-    changes = {k: getattr(a, k) for k in ("rate_fc", "rate_conv", "rate_output", "scope")
-               if getattr(a, k, None) is not None}
-    return replace(cfg, **changes).validate()
-
-
-def check_scale(scale: str) -> str:
-    if scale not in SCALES:
-        raise ValueError(f"scale: unknown '{scale}', choose from {', '.join(SCALES)}")
-    return scale
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device: unknown '{name}', choose from auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but no CUDA device is available")
-    return torch.device(name)
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        cfg, scale, device = self.parse(argv)
+        provenance.CURRENT.begin(self.name, scale, provenance.argv_of(argv), machine())
+        clock = time.perf_counter()
+        ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device))
+        out = self.report(ctx, self.run(ctx))
+        print(f"wrote {out}/trials.csv, table.md and plots in {time.perf_counter() - clock:.1f} s")
 
 
 def machine() -> str:
@@ -142,9 +224,9 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads")
 
 
-def load_data(setup, device: torch.device) -> Splits:
-    """The splits an experiment's `setup` names (dataset, val_size, limits), on `device`;
-    a missing dataset exits with the loader's one-line hint."""
+def load_data(setup: Setup, device: torch.device) -> Splits:
+    """The splits `setup` names (dataset, val_size, limits), on `device`; a missing dataset
+    exits with the loader's one-line hint."""
     try:
         return datasets.load(setup.dataset, val_size=setup.val_size,
                              train_limit=setup.train_limit or None,
@@ -156,13 +238,16 @@ def load_data(setup, device: torch.device) -> Splits:
 def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, seed: int,
               data: Splits, train_cfg: TrainConfig, build: Callable[[], nn.Module],
               hooks_for: Callable[[nn.Module], Sequence[Hook]] = lambda m: (),
+              criterion: Callable | None = None, keep_best: bool = False,
               after: Callable[[nn.Module, TrainResult], dict | None] | None = None) -> dict:
     """Train one trial unless it is done; return its result dict.
 
     `build()` makes the model in its starting state (init, rewound weights, mask applied);
-    `hooks_for(model)` gives the loop hooks; `after(model, result)` saves artefacts (final
-    weights) and may add entries to the result. The done marker is written last, so a trial
-    killed anywhere before it resumes from its checkpoint.
+    `hooks_for(model)` gives the loop hooks; `criterion(x, y, logits)` replaces the loop's
+    cross-entropy; with `keep_best` the result carries the weights of the selected evaluation
+    (`res.best_state`); `after(model, result)` saves artefacts and may add entries to the
+    result. The done marker is written last, so a trial killed anywhere before it resumes from
+    its checkpoint.
     """
     if run.done:
         return run.result()
@@ -171,13 +256,15 @@ def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, s
     hooks = hooks_for(model)
     with TrialLog(run.dir, experiment=experiment, stage=stage, scale=scale, name=name,
                   config=flat_config(run.cfg), config_hash=run.hash) as tlog:
-        res = train(model, data, train_cfg, seed=seed, hooks=hooks,
-                    checkpoint=run.path("checkpoint.pt"), log=tlog.log, desc=name)
+        res = train(model, data, train_cfg, seed=seed, hooks=hooks, criterion=criterion,
+                    keep_best=keep_best, checkpoint=run.path("checkpoint.pt"), log=tlog.log,
+                    desc=name)
         summary = res.summary()
         summary.update((after(model, res) if after else None) or {})
         tlog.finish(summary)
     run.finish({**summary, "run": run.hash})
     run.path("checkpoint.pt").unlink(missing_ok=True)  # optimiser state is not needed any more
+    provenance.CURRENT.trained_trial(run.hash)
     return run.result()
 
 
@@ -199,13 +286,5 @@ def run_eval(run: Run, *, experiment: str, scale: str, name: str, data: Splits,
         tlog.log(row)
         tlog.finish(result)
     run.finish({**result, "run": run.hash})
+    provenance.CURRENT.trained_trial(run.hash)
     return run.result()
-
-
-class Stopwatch:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start

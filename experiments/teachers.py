@@ -7,12 +7,12 @@ spec at a scale, so they train it once between them and every student and seed r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from experiments.common import run_trial
+from experiments.common import SMOKE_DATA, Setup, recipe, run_trial
 from lib import models
 from lib.data import Splits
 from lib.runs import Run, atomic_torch_save
@@ -22,18 +22,19 @@ EXPERIMENT = "teachers"
 
 
 @dataclass(frozen=True)
-class TeacherSpec:
+class TeacherSpec(Setup):
     """What makes a teacher: data (as the student's `Setup` names it), model, recipe, seed."""
 
-    dataset: str = "fashion_mnist"
     model: str = "resnet8"
-    val_size: int = 5000
-    train_limit: int = 0
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=6.0,
-        schedule="cosine", channels_last=True))
+    train: TrainConfig = recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                batch_size=128, epochs=6.0, schedule="cosine", channels_last=True)
     seed: int = 0
+
+    @classmethod
+    def smoke(cls, **kw) -> "TeacherSpec":
+        """The one tiny teacher every smoke run shares: 40 steps on the smoke data."""
+        return cls(**{**SMOKE_DATA, "train": replace(cls().train, epochs=0.0, iterations=40,
+                                                     eval_every=20), **kw})
 
 
 def teacher_run(spec: TeacherSpec, scale: str) -> Run:

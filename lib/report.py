@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lib.runs import atomic_write_text  # noqa: E402
+from lib.runs import atomic_write_text, flat_config  # noqa: E402
+from lib.train import TrainConfig  # noqa: E402
 
 
 def results_dir(experiment: str, scale: str) -> Path:
@@ -20,11 +21,58 @@ def results_dir(experiment: str, scale: str) -> Path:
     return Path(os.environ.get("LAB_RESULTS_DIR", "results")) / experiment / scale
 
 
-def write_trials(rows: list[dict], out_dir: Path) -> pd.DataFrame:
-    """Write the tidy table: one row per trial, every config field and metric a column."""
-    df = pd.DataFrame(rows)
+def config_columns(cfg) -> dict:
+    """Every field of dataclass `cfg` as a column value (`train.lr`, ...; lists as text)."""
+    return {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg).items()}
+
+
+def write_trials(rows: list[dict], out_dir: Path, setup=None) -> pd.DataFrame:
+    """Write the tidy table: one row per trial, every config field and metric a column
+    (the fields of `setup`, when given, are added to every row; a row's own keys win)."""
+    cols = config_columns(setup) if setup is not None else {}
+    df = pd.DataFrame([{**cols, **row} for row in rows])
     atomic_write_text(out_dir / "trials.csv", df.to_csv(index=False))
     return df
+
+
+def recipe_text(t: TrainConfig) -> str:
+    """A training recipe in words, for report headers: 'sgd lr 0.1 momentum 0.9 ...'."""
+    parts = [f"{t.optimizer} lr {t.lr:g}"]
+    if t.momentum:
+        parts.append(f"momentum {t.momentum:g}")
+    if t.weight_decay:
+        parts.append(f"weight decay {t.weight_decay:g}")
+    parts.append(f"batch {t.batch_size}")
+    parts.append(f"{t.epochs:g} epochs" if t.epochs else f"{t.iterations} iterations")
+    if t.schedule != "constant":
+        parts.append(f"{t.schedule} schedule")
+    if t.augment:
+        parts.append("crop+flip augmentation")
+    return ", ".join(parts)
+
+
+def footer(trials: pd.DataFrame, produced_by: str, note: str = "") -> str:
+    """The last lines of every table.md: trial count, summed training time, and how the trials
+    were produced (`produced_by`: the command, wall time and machine of the invocations)."""
+    wall = trials["train_wall_s"].sum() if "train_wall_s" in trials else 0.0
+    return (f"\nTrials: {len(trials)}; summed training time {wall:.0f} s{note}. Finished trials "
+            f"are reused, never re-run.\n{produced_by}\n")
+
+
+def write_table(out_dir: Path, *parts: str) -> None:
+    """table.md from its parts (header, markdown tables, footer), written atomically."""
+    atomic_write_text(out_dir / "table.md", "".join(parts))
+
+
+def save_figure(fig, ax, path: Path, legend: bool = True) -> None:
+    """The house style of every plot: light grid, legend outside the axes, tight, 120 dpi."""
+    ax.grid(alpha=0.3)
+    if legend and ax.get_legend() is not None:
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
@@ -51,9 +99,14 @@ def _cell(v) -> str:
 
 
 def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
-                  digits: dict[str, int] | None = None, scale: dict[str, float] | None = None) -> pd.DataFrame:
-    """Collapse `<m>_mean`, `<m>_sd`, `<m>_n` into one 'mean ± sd' column per metric, plus n."""
-    digits, scale = digits or {}, scale or {}
+                  digits: dict[str, int] | None = None, scale: dict[str, float] | None = None,
+                  percent: Sequence[str] = ()) -> pd.DataFrame:
+    """Collapse `<m>_mean`, `<m>_sd`, `<m>_n` into one 'mean ± sd' column per metric, plus n.
+
+    Metrics in `percent` (fractions) are shown ×100 with 2 decimals unless `digits`/`scale`
+    say otherwise."""
+    digits = {**{m: 2 for m in percent}, **(digits or {})}
+    scale = {**{m: 100.0 for m in percent}, **(scale or {})}
     out = agg[list(by)].copy()
     for m in metrics:
         d, k = digits.get(m, 4), scale.get(m, 1.0)
@@ -61,6 +114,15 @@ def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
         out[m] = [f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(mean, sd)]
     out["n"] = agg[f"{metrics[0]}_n"].astype(int)
     return out
+
+
+def mean_sd(values: Sequence[float] | pd.Series, digits: int = 2, k: float = 1.0) -> str:
+    """'mean ± sd' of `values` × k, for tables built row by row (just the mean for one value,
+    '' for none; NaNs are dropped)."""
+    v = pd.Series(values, dtype=float).dropna() * k
+    if v.empty:
+        return ""
+    return f"{v.mean():.{digits}f}" if len(v) < 2 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
 
 def line_plot(df: pd.DataFrame, *, x: str, y: str, hue: str | None, path: Path, title: str,
@@ -86,10 +148,4 @@ def line_plot(df: pd.DataFrame, *, x: str, y: str, hue: str | None, path: Path, 
     if invert_x:
         ax.invert_xaxis()
     ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel or y)
-    ax.grid(alpha=0.3)
-    if ax.get_legend() is not None:
-        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)

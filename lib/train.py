@@ -125,6 +125,16 @@ class TrainResult:
     wall_s: float = 0.0
     images_per_s: float = 0.0
     early_stop_on: str = "val_loss"
+    best_state: dict[str, Tensor] | None = None  # weights at `early_stop` (train(keep_best=True))
+
+    def improves(self, row: dict) -> bool:
+        """True when `row` would be the new early-stop point (strictly better: first on ties)."""
+        if not self.history:
+            return True
+        best = self.early_stop
+        if self.early_stop_on == "val_acc":
+            return row["val_acc"] > best["val_acc"]
+        return row["val_loss"] < best["val_loss"]
 
     @property
     def early_stop(self) -> dict:
@@ -181,12 +191,14 @@ def show_progress() -> bool:
 def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
           hooks: Sequence[Hook] = (), criterion: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
           checkpoint: Path | None = None, log: Callable[[dict], None] | None = None,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", keep_best: bool = False) -> TrainResult:
     """Train `model` in place on `data.train_*`; evaluate on validation and test.
 
     `criterion(x, y, logits)` replaces cross-entropy (distillation); `checkpoint` is a file
     written atomically at every evaluation and read back if it exists, so a killed run resumes
     exactly where its last evaluation left it; `log(row)` receives every evaluation row.
+    `keep_best` copies the weights at every evaluation that becomes the early-stop point into
+    `result.best_state` (a chain hands the *selected* network down, not the last one).
     """
     cfg.validate()
     device = data.train_x.device
@@ -207,7 +219,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
         for h, hs in zip(hooks, state["hooks"]):
             h.load_state_dict(hs)
         step, result.history = state["step"], state["history"]
-        result.wall_s = state["wall_s"]
+        result.wall_s, result.best_state = state["wall_s"], state.get("best_state")
         for row in result.history if log is not None else ():
             log(row)  # replay, so the resumed run's log is whole
 
@@ -222,6 +234,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
                    test_loss=test_loss, test_acc=test_acc, lr=cfg.lr_at(step, total))
         for h in hooks:
             row.update(h.metrics(model, data))
+        if keep_best and result.improves(row):
+            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(row)
         if log is not None:
             log(row)
@@ -268,7 +282,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
             if checkpoint is not None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                    "hooks": [h.state_dict() for h in hooks], "step": step,
-                                   "history": result.history, "wall_s": result.wall_s + elapsed},
+                                   "history": result.history, "wall_s": result.wall_s + elapsed,
+                                   "best_state": result.best_state},
                                   checkpoint)
     bar.close()
     elapsed = time.perf_counter() - started

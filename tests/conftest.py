@@ -26,6 +26,18 @@ def isolated_outputs(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    tiny batches run faster on one thread, and far faster when the CPU is shared."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_splits(n_train: int = 600, n_test: int = 200, shape=(1, 28, 28), val: int = 100):
     """Synthetic data small enough for unit tests."""
     from lib import data

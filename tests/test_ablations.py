@@ -9,7 +9,7 @@ from lib import models
 from lib.prune.ablations import MASK1, mask0_fill, mask1_values
 from lib.prune.criteria import CRITERIA, scores
 from lib.prune.imp import PruneConfig, keep_top, kept_after, prune_oneshot
-from lib.prune.mask import Mask, prunable_layers
+from lib.prune.mask import prunable_layers
 from lib.prune.supermask import SampledAccuracy, SupermaskNet
 from lib.train import TrainConfig, train
 

@@ -13,7 +13,8 @@ from torch import nn
 from lib import models
 from lib.distill import (LOSSES, DML, KD, AttentionTransfer, FeatureTap, FitNet, RKDAngle,
                          RKDDistance, SimilarityPreserving, SoftCE, attention_map,
-                         check_loss_name, kd_criterion, LogitTargets, cached_logits)
+                         Distill, Term, cached_logits, check_loss_name, kd_criterion,
+                         teacher_outputs, weighted_ce)
 from lib.train import TrainConfig, train
 
 MODEL_NAMES = ("lenet_300_100", "conv2", "conv4")  # small enough for a seconds-long test
@@ -76,25 +77,39 @@ def test_kd_criterion_mixes_kd_and_ce_and_trains():
         kd_criterion(teacher, alpha=1.5)
 
 
-def test_cached_logit_targets_train_exactly_like_the_online_teacher():
-    """LogitTargets (teacher logits computed once, looked up by batch index) + (1-α)·CE gives the
-    same weights as kd_criterion calling the teacher on every batch."""
+def test_distill_from_cached_tables_trains_exactly_like_the_online_teacher():
+    """Distill with the teacher's logits computed once (a table looked up by batch index) gives
+    the same weights as Distill running the teacher on every batch, and as kd_criterion; the
+    label term is the loop's criterion, (1 − α)·CE."""
     from conftest import tiny_splits
     data = tiny_splits(n_train=200, n_test=50, val=50)
     torch.manual_seed(1)
     teacher = models.build("lenet_300_100", SHAPE, 10).eval()
-    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=8, eval_every=8)
-    online, cached = (models.build("lenet_300_100", SHAPE, 10) for _ in range(2))
-    cached.load_state_dict(online.state_dict())
-    train(online, data, cfg, seed=0, criterion=kd_criterion(teacher, alpha=0.7, T=2.0))
-    table = cached_logits(teacher, data.train_x, chunk=64)
-    assert table.shape == (len(data.train_x), 10) and not table.requires_grad
-    train(cached, data, cfg, seed=0, hooks=[LogitTargets(table, KD(2.0), weight=0.7)],
-          criterion=lambda x, y, logits: 0.3 * F.cross_entropy(logits, y))
-    for a, b in zip(online.parameters(), cached.parameters()):
-        torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="^table: "):
-        LogitTargets(torch.zeros(5), KD())
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=8, eval_every=4)
+    torch.manual_seed(2)
+    init = models.build("lenet_300_100", SHAPE, 10).state_dict()
+    tables = teacher_outputs(teacher, data.train_x, chunk=64)
+    assert set(tables) == {"logits"} and tables["logits"].shape == (len(data.train_x), 10)
+    assert not tables["logits"].requires_grad
+    torch.testing.assert_close(tables["logits"], cached_logits(teacher, data.train_x))
+
+    def fit(distill_tables: dict | None, online: bool | None) -> nn.Module:
+        student = models.build("lenet_300_100", SHAPE, 10)
+        student.load_state_dict(init)
+        if online is None:  # the reference: the teacher inside the criterion
+            train(student, data, cfg, seed=0, criterion=kd_criterion(teacher, alpha=0.7, T=2.0))
+            return student
+        hook = Distill(student, teacher, [Term("kd", KD(2.0), 0.7)], tables=distill_tables)
+        assert hook.online == online
+        res = train(student, data, cfg, seed=0, hooks=[hook], criterion=weighted_ce(1 - 0.7))
+        assert res.final["loss_kd"] > 0  # the term's mean since the last evaluation
+        return student
+
+    reference, online, cached = fit(None, None), fit(None, True), fit(tables, False)
+    for a, b, c in zip(reference.parameters(), online.parameters(), cached.parameters()):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a)
+    assert not torch.equal(reference.state_dict()["net.1.weight"], init["net.1.weight"])  # it trained
 
 
 # ---- DML and Label Refinery -------------------------------------------------------------------

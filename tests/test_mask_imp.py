@@ -23,6 +23,18 @@ def random_mask(model, density=0.5, seed=0):
                  for n, p in model.named_parameters() if n in prunable_layers(model)})
 
 
+def masked_steps(model, hook, opt, x, y, steps: int, first: int = 1):
+    """`steps` optimiser steps on (x, y), the mask's hook called as the training loop calls it;
+    yields after each step (numbered from `first`)."""
+    for step in range(first, first + steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        hook.after_backward(model)
+        opt.step()
+        hook.after_step(model, step)
+        yield step
+
+
 @pytest.mark.parametrize("opt_name", ["sgd_momentum_wd", "adam_wd", "adamw"])
 def test_masked_weights_stay_exactly_zero(opt_name):
     model = lenet()
@@ -38,12 +50,7 @@ def test_masked_weights_stay_exactly_zero(opt_name):
     opt.step()
     hook.after_step(model, 1)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    for step in range(5):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        hook.after_backward(model)
-        opt.step()
-        hook.after_step(model, step + 2)
+    for _ in masked_steps(model, hook, opt, x, y, 5, first=2):
         weights = dict(model.named_parameters())
         for name, m in mask.items():
             assert torch.all(weights[name][~m] == 0), name
@@ -57,12 +64,7 @@ def test_mask_fill_keeps_frozen_values_bit_equal():
     hook = mask.hook(model, fill=init)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-2)
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    for step in range(3):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        hook.after_backward(model)
-        opt.step()
-        hook.after_step(model, step + 1)
+    list(masked_steps(model, hook, opt, x, y, 3))  # train 3 steps
     for name, p in model.named_parameters():
         if name in mask:
             assert torch.equal(p[~mask[name]], init[name][~mask[name]])

@@ -12,33 +12,9 @@ from lib.prune import structured as st
 from lib.prune.surgery import (_cut, channel_mask_model, family, load_pruned, prunable_units,
                                prune_channels, save_pruned, widths)
 from lib.quant import to_int8
+from nets import random_keep, randomize_bn
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN scales, shifts and running statistics, so masking errors cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.randn(n, generator=g))
-                m.bias.copy_(torch.randn(n, generator=g))
-                m.running_mean.copy_(torch.randn(n, generator=g))
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.eval()
-
-
-def random_keep(model: nn.Module, frac: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {n: torch.randperm(w, generator=g)[:max(1, int(frac * w))] for n, w in widths(model).items()}
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def small(shape=(1, 12, 12)) -> MobileNet:

@@ -9,14 +9,7 @@ from lib.models import MODELS, build
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches run faster on one thread, and far faster when the CPU is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["1x28x28", "3x32x32"])

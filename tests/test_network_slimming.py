@@ -1,23 +1,21 @@
-"""Smoke run of experiments.network_slimming: stages, sizes, saved pruned models, bad input."""
+"""Smoke run of experiments.network_slimming: stages, sizes, saved pruned models, reuse; and the
+committed default trials' hashes."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
-from cli import assert_rejected, run_experiment
+from cli import ROOT, assert_report, assert_reused, smoke_fixture
 
 COLUMNS = ["method", "stage", "lam", "prune_ratio", "seed", "params", "macs", "test_acc",
            "latency_ms", "latency_cl_ms", "widths"]
 STAGES = {"baseline", "sparse", "pruned", "finetuned"}
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    base = tmp_path_factory.mktemp("slim")
-    run_experiment("network_slimming", "--scale", "smoke", base=base)
-    out = base / "results" / "network_slimming" / "smoke"
-    return base, out, pd.read_csv(out / "trials.csv")
+smoke = smoke_fixture("network_slimming")
 
 
 def vgg_params(widths: str, in_ch: int = 1, classes: int = 10) -> int:
@@ -29,6 +27,7 @@ def vgg_params(widths: str, in_ch: int = 1, classes: int = 10) -> int:
     return total + c * classes + classes
 
 
+@pytest.mark.smoke
 def test_columns_stages_and_sizes(smoke):
     _, out, trials = smoke
     assert set(COLUMNS) <= set(trials.columns)
@@ -36,8 +35,14 @@ def test_columns_stages_and_sizes(smoke):
     assert set(trials.lam) == {0.0, 0.01} and set(trials.prune_ratio) == {0.0, 0.3, 0.7}
     # per seed: 2 trained models, each pruned at 2 ratios and fine-tuned
     assert (trials.groupby("seed").size() == 2 * (1 + 2 * 2)).all()
-    assert trials.test_acc.between(0, 1).all()
-    assert (trials.latency_ms > 0).all() and (trials.latency_cl_ms > 0).all()
+    assert trials.run.is_unique
+    # every model is timed; a fine-tuned row carries the latency of the pruned model it tuned
+    assert trials[["latency_ms", "latency_cl_ms"]].notna().all().all()
+    stage = trials.set_index(["seed", "lam", "prune_ratio", "stage"])
+    tuned = stage.xs("finetuned", level="stage")
+    pruned = stage.xs("pruned", level="stage").loc[tuned.index]
+    assert (tuned[["latency_ms", "latency_cl_ms", "widths"]] == pruned[["latency_ms", "latency_cl_ms",
+                                                                        "widths"]]).all().all()
     # the physically pruned model's parameter count is the formula's for its widths
     assert (trials.params == trials.widths.map(vgg_params)).all()
     for _, g in trials.groupby(["seed", "lam"]):
@@ -46,13 +51,26 @@ def test_columns_stages_and_sizes(smoke):
         params, macs = by_ratio.params.first(), by_ratio.macs.first()
         assert params.is_monotonic_decreasing and params.is_unique
         assert macs.is_monotonic_decreasing and macs.is_unique
-    table = (out / "table.md").read_text()
+    table = assert_report(out, "network_slimming", 20, "gamma_hist.png", "accuracy_vs_ratio.png")
     assert "| λ | λ at paper budget | pruned | trained acc % | pruned acc %" in table
-    assert "Polarisation" in table and "Machine:" in table
-    for png in ("gamma_hist.png", "accuracy_vs_ratio.png"):
-        assert (out / png).stat().st_size > 10_000
+    assert "Polarisation" in table
 
 
+@pytest.mark.smoke
+def test_accuracies_are_those_of_the_logged_curves(smoke):
+    """test_acc is the final evaluation of the trial's metrics.csv, early_stop_test_acc the one
+    at minimum validation loss; a pruned model is evaluated once, untrained."""
+    base, _, trials = smoke
+    for t in trials.itertuples():
+        curve = pd.read_csv(base / "runs" / "smoke" / "network_slimming" / t.run / "metrics.csv")
+        assert curve.test_acc.iloc[-1] == t.test_acc
+        if t.stage == "pruned":
+            assert len(curve) == 1 and curve.step.iloc[0] == 0
+        else:
+            assert curve.loc[curve.val_loss.idxmin()].test_acc == t.early_stop_test_acc
+
+
+@pytest.mark.smoke
 def test_training_learns_and_penalty_shrinks_gammas(smoke):
     _, out, trials = smoke
     trained = trials[trials.prune_ratio == 0]
@@ -66,6 +84,7 @@ def test_training_learns_and_penalty_shrinks_gammas(smoke):
     assert tuned.mean() > pruned.mean() + 0.1  # fine-tuning recovers what pruning lost
 
 
+@pytest.mark.smoke
 def test_saved_pruned_model_reloads_with_its_shapes_and_outputs(smoke):
     from lib import models
     from lib.prune import structured
@@ -94,24 +113,48 @@ def test_saved_pruned_model_reloads_with_its_shapes_and_outputs(smoke):
         assert torch.allclose(pruned(x), channel_mask_model(model, keep).eval()(x), atol=1e-4)
 
 
-@pytest.mark.parametrize("args, msg", [
-    (("--model", "nope"), "model: unknown 'nope'"),
-    (("--model", "lenet_300_100"), "criterion: 'bn_gamma' needs a BatchNorm"),
-    (("--ratios", "0.3,1.0"), "ratio: must be in [0, 1)"),
-    (("--ratios", "0.97"), "ratio: 0.97 prunes"),
-    (("--lams", "0,1e-3"), "lams: each λ must be > 0"),
-    (("--lams", "abc"), "lams: expected comma-separated numbers"),
-    (("--min-keep", "0"), "min_keep: must be"),
-])
-def test_bad_input_fails_in_one_line_before_compute(tmp_path, args, msg):
-    assert_rejected("network_slimming", args, msg, tmp_path)
+@pytest.mark.smoke
+def test_rerun_trains_nothing_and_keeps_the_table(smoke):
+    base, out, trials = smoke
+    table = (out / "table.md").read_text()
+    assert_reused("network_slimming", base)
+    # same numbers, and the footer still names the invocation that trained them
+    assert (out / "table.md").read_text() == table
+    again = pd.read_csv(out / "trials.csv")
+    cols = ["run", "stage", "test_acc", "params", "widths", "threshold"]
+    pd.testing.assert_frame_equal(again[cols], trials[cols])
 
 
+def test_committed_default_hashes():
+    """The default preset still names the committed trials' run folders (no behaviour change):
+    every row of results/network_slimming/default/trials.csv, all four stages."""
+    from experiments.network_slimming.config import Trial, for_scale
+    from lib.runs import config_hash
+
+    cfg = for_scale("default")
+    rows = pd.read_csv(ROOT / "results" / "network_slimming" / "default" / "trials.csv")
+    assert set(rows.stage) == STAGES
+    for r in rows.itertuples():
+        trial = Trial(cfg.setup, int(r.seed), float(r.lam))
+        if r.stage in ("pruned", "finetuned"):
+            trial = replace(trial, prune_ratio=float(r.prune_ratio), min_keep=cfg.min_keep)
+        if r.stage == "finetuned":
+            trial = replace(trial, finetune=cfg.finetune)
+        assert config_hash(trial) == r.run, r
+
+
+def test_paper_scale_defaults_to_vgg19_on_cifar10():
+    from experiments.network_slimming.__main__ import EXPERIMENT
+
+    cfg, scale, _ = EXPERIMENT.parse(["--scale", "paper", "--device", "cpu"])
+    assert (scale, cfg.setup.model, cfg.setup.dataset) == ("paper", "vgg19", "cifar10")
+    cfg, _, _ = EXPERIMENT.parse(["--scale", "paper", "--model", "resnet56", "--device", "cpu"])
+    assert cfg.setup.model == "resnet56"
+
+
+@pytest.mark.smoke
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
-    from notebooks import execute
+    from notebooks import smoke_output_text
 
-    _, out, _ = smoke
-    monkeypatch.setenv("LAB_RESULTS_DIR", str(out.parents[1]))  # <root>/network_slimming/smoke
-    nb = execute("network_slimming", scale="smoke")
-    text = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = smoke_output_text("network_slimming", smoke.out, monkeypatch)
     assert "baseline test accuracy" in text and "fine-tuning recovers" in text

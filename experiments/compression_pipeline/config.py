@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from experiments.teachers import TeacherSpec
 from lib.prune.structured import check_criterion
 from lib.quant import check_calibration_name
@@ -18,19 +20,14 @@ STAGES = ("teacher", "student", "kd", "pruned", "pruned+kd", "ptq", "qat", "int8
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "mobilenet_tiny"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=2e-3, batch_size=128, epochs=4.0, schedule="cosine",
-        channels_last=True))
+    train: TrainConfig = recipe(optimizer="adam", lr=2e-3, batch_size=128, epochs=4.0,
+                                schedule="cosine", channels_last=True)
 
 
 @dataclass(frozen=True)
-class Distill:
+class KDMix:
     """Hinton's mix: `alpha·T²·KL(teacher ‖ student at T) + (1 − alpha)·CE(labels)`."""
 
     T: float = 4.0
@@ -54,7 +51,7 @@ class Trial:
     seed: int = 0
     method: str = "student"
     bits: int = 0  # 0: float
-    distill: Distill | None = None
+    distill: KDMix | None = None
     prune: Prune | None = None
     finetune: TrainConfig | None = None
     qat: TrainConfig | None = None
@@ -63,11 +60,10 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    seeds: int = 2
-    distill: Distill = field(default_factory=Distill)
+    distill: KDMix = field(default_factory=KDMix)
     prune: Prune = field(default_factory=Prune)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
         optimizer="adam", lr=1e-3, batch_size=128, epochs=2.0, schedule="cosine",
@@ -81,47 +77,48 @@ class PipelineConfig:
     latency_batch: int = 256
 
     def validate(self) -> "PipelineConfig":
-        for cfg in (self.setup.train, self.teacher.train, self.finetune, self.qat):
+        super().validate()
+        for cfg in (self.teacher, self.finetune, self.qat):
             cfg.validate()
+        self.setup.check_same_data(self.teacher, "teacher")
         check_criterion(self.prune.criterion, "prune.criterion")
         check_calibration_name(self.calibration)
-        if not 0 < self.prune.ratio < 1:
-            raise ValueError(f"prune.ratio: must be in (0, 1), got {self.prune.ratio}")
-        if not self.distill.T > 0:
-            raise ValueError(f"distill.T: must be > 0, got {self.distill.T}")
-        if not 0 <= self.distill.alpha <= 1:
-            raise ValueError(f"distill.alpha: must be in [0, 1], got {self.distill.alpha}")
+        require(0 < self.prune.ratio < 1, "prune.ratio", "in (0, 1)", self.prune.ratio)
+        require(self.distill.T > 0, "distill.T", "> 0", self.distill.T)
+        require(0 <= self.distill.alpha <= 1, "distill.alpha", "in [0, 1]", self.distill.alpha)
         for b in (*self.ptq_bits, *self.qat_bits):
-            if not 2 <= b <= 16:
-                raise ValueError(f"bits: must be in [2, 16], got {b}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
-        if self.calib_size < 1:
-            raise ValueError(f"calib_size: must be >= 1, got {self.calib_size}")
-        s, t = self.setup, self.teacher
-        if (s.dataset, s.val_size, s.train_limit, s.test_limit) != (
-                t.dataset, t.val_size, t.train_limit, t.test_limit):
-            raise ValueError("teacher: must be trained on the student's data (dataset, val_size, "
-                             "train_limit, test_limit)")
+            require(2 <= b <= 16, "bits", "in [2, 16]", b)
+        require(self.calib_size >= 1, "calib_size", ">= 1", self.calib_size)
         return self
+
+
+def stage_trials(cfg: PipelineConfig, seed: int) -> dict[tuple[str, int], Trial]:
+    """Every stage's `Trial` of one seed, by (method, bits as reported), in pipeline order."""
+    kd = Trial(cfg.setup, cfg.teacher, seed, "kd", distill=cfg.distill)
+    pruned = replace(kd, method="pruned", prune=cfg.prune)
+    ft = replace(pruned, method="pruned+kd", finetune=cfg.finetune)
+    out = {("student", 32): Trial(cfg.setup, seed=seed, method="student"), ("kd", 32): kd,
+           ("pruned", 32): pruned, ("pruned+kd", 32): ft}
+    out.update({("ptq", b): replace(ft, method="ptq", bits=b, calib_size=cfg.calib_size,
+                                    calibration=cfg.calibration) for b in cfg.ptq_bits})
+    out.update({("qat", b): replace(ft, method="qat", bits=b, qat=cfg.qat,
+                                    calib_size=cfg.calib_size) for b in cfg.qat_bits})
+    out["int8", 8] = replace(ft, method="int8", bits=8, calib_size=cfg.calib_size)
+    return out
 
 
 def teacher_for(setup: Setup, **kw) -> TeacherSpec:
     """The TeacherSpec defaults (resnet8, the shared recipe) on `setup`'s data."""
-    return TeacherSpec(dataset=setup.dataset, val_size=setup.val_size,
-                       train_limit=setup.train_limit, test_limit=setup.test_limit, **kw)
+    return TeacherSpec(**setup.data_fields(), **kw)
 
 
 def for_scale(scale: str, model: str = "mobilenet_tiny") -> PipelineConfig:
-    if scale == "smoke":
-        setup = Setup(model=model, val_size=300, train_limit=2000, test_limit=500,
-                      train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, iterations=30,
-                                        eval_every=30, schedule="cosine", channels_last=True))
+    if scale == "smoke":  # the tiny teacher every smoke run shares
+        setup = Setup(model=model, **SMOKE_DATA,
+                      train=replace(Setup().train, epochs=0.0, iterations=30, eval_every=30))
         short = TrainConfig(optimizer="adam", lr=1e-3, batch_size=128, iterations=10,
                             eval_every=10, channels_last=True)
-        teacher = teacher_for(setup, train=replace(TeacherSpec().train, epochs=0.0, iterations=30,
-                                                   eval_every=30))
-        return PipelineConfig(setup=setup, teacher=teacher, seeds=2, finetune=short,
+        return PipelineConfig(setup=setup, teacher=TeacherSpec.smoke(), seeds=2, finetune=short,
                               qat=replace(short, lr=1e-4), calib_size=200, latency_batch=64)
     if scale == "default":
         setup = Setup(model=model)

@@ -7,9 +7,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from experiments.compression_pipeline.config import STAGES, PipelineConfig
-from lib.report import aggregate, markdown, mean_sd_table, results_dir
-from lib.runs import atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.compression_pipeline.config import STAGES
+from experiments.provenance import footer_line
+from lib.report import (aggregate, config_columns, footer, markdown, mean_sd_table, recipe_text,
+                        save_figure, write_table)
+from lib.runs import atomic_write_text
 
 BY = ["stage", "method", "bits"]
 METRICS = ["test_acc", "params", "macs", "size_bytes", "saved_bytes", "latency_ms", "compression"]
@@ -20,20 +23,13 @@ def label(method: str, bits: int) -> str:
     return f"{method} {bits}-bit" if method in ("ptq", "qat") else method
 
 
-def _recipe(t) -> str:
-    n = t.epochs or t.iterations
-    return (f"{t.optimizer} lr {t.lr}{' ' + t.schedule if t.schedule != 'constant' else ''}, "
-            f"{n:g} {'epochs' if t.epochs else 'iterations'}")
-
-
-def write_report(cfg: PipelineConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("compression_pipeline", scale)
-    out.mkdir(parents=True, exist_ok=True)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    """trials.csv (stage order, the teacher first, its size the compression reference),
+    table.md and the accuracy-vs-size plot."""
+    cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
     extra = {"teacher_model": cfg.teacher.model, "prune_criterion": cfg.prune.criterion,
              "prune_ratio": cfg.prune.ratio, "kd_T": cfg.distill.T, "kd_alpha": cfg.distill.alpha}
-    trials = pd.DataFrame([{**row, **setup_cols, **extra} for row in rows])
+    trials = pd.DataFrame([{**row, **config_columns(cfg.setup), **extra} for row in rows])
     teacher_size = trials.loc[trials.method == "teacher", "size_bytes"].mean()
     trials["compression"] = teacher_size / trials.size_bytes
     trials = trials.sort_values(["stage", "bits", "seed"], ascending=[True, False, True], kind="stable")
@@ -43,9 +39,9 @@ def write_report(cfg: PipelineConfig, rows: list[dict], scale: str, *, wall_s: f
     atomic_write_text(out / "trials.csv", trials.to_csv(index=False))
 
     agg = aggregate(trials, BY, METRICS).sort_values(["stage", "bits"], ascending=[True, False])
-    table = mean_sd_table(agg, BY, METRICS, scale={"test_acc": 100},
-                          digits={"test_acc": 2, "params": 0, "macs": 0, "size_bytes": 0,
-                                  "saved_bytes": 0, "latency_ms": 2, "compression": 1})
+    table = mean_sd_table(agg, BY, METRICS, percent=["test_acc"],
+                          digits={"params": 0, "macs": 0, "size_bytes": 0, "saved_bytes": 0,
+                                  "latency_ms": 2, "compression": 1})
     table = table.drop(columns="stage").replace({"nan": ""}).rename(columns={
         "test_acc": "test acc %", "macs": "MACs", "size_bytes": "size (bytes)",
         "saved_bytes": "saved (bytes)", "latency_ms": "latency (ms)", "compression": "compression ×"})
@@ -54,26 +50,23 @@ def write_report(cfg: PipelineConfig, rows: list[dict], scale: str, *, wall_s: f
     header = (
         f"# Compression pipeline: {t.model} teacher → {s.model} student on {s.dataset} "
         f"({scale} scale)\n\n"
-        f"Teacher: {t.model}, {_recipe(t.train)}, trained once (seed {t.seed}) and shared with "
+        f"Teacher: {t.model}, {recipe_text(t.train)}, trained once (seed {t.seed}) and shared with "
         f"the distillation experiments, so its row has n = 1. Student: {s.model}, "
-        f"{_recipe(s.train)}, alone (`student`) or distilled (`kd`: {d.alpha}·KD(T={d.T}) + "
+        f"{recipe_text(s.train)}, alone (`student`) or distilled (`kd`: {d.alpha}·KD(T={d.T}) + "
         f"{1 - d.alpha:.1f}·CE). `pruned`: {p.ratio:.0%} of the output channels of the stem and "
         f"of every pointwise conv removed by {p.criterion} (the depthwise convs and BNs that follow "
         f"lose the same channels), no training; `pruned+kd`: fine-tuned with the same KD loss, "
-        f"{_recipe(cfg.finetune)}. `ptq`: that model's weights per channel (symmetric) and "
+        f"{recipe_text(cfg.finetune)}. `ptq`: that model's weights per channel (symmetric) and "
         f"activations per tensor (asymmetric, {cfg.calibration} ranges on {cfg.calib_size} "
         f"training images) fake-quantized, no training; `qat`: calibrated then fine-tuned with KD "
-        f"and fake quantization, {_recipe(cfg.qat)}; `int8`: real int8 through torch.ao (x86).\n\n"
+        f"and fake quantization, {recipe_text(cfg.qat)}; `int8`: real int8 through torch.ao (x86).\n\n"
         f"Accuracy: final weights (what the next stage starts from). Size: storage estimate, "
         f"conv / linear weights at `bits`, BN and biases at 32 bits; saved: bytes of the saved "
         f"state dict (float32 models, and the int8 model with its packed weights; empty for "
         f"fake-quantized rows). Compression: teacher size / size. Latency: median of 20 CPU runs "
         f"on a batch of {cfg.latency_batch} test images, float models and int8 only (fake "
         f"quantization only simulates integer arithmetic). Mean ± sd over seeds.\n\n")
-    footer = (f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s; "
-              f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-              f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    write_table(out, header, markdown(table), footer(trials, footer_line(ctx.provenance(trials.run))))
     accuracy_vs_size(trials, out / "accuracy_vs_size.png", f"{t.model} → {s.model}, {s.dataset}")
     return out
 
@@ -97,8 +90,5 @@ def accuracy_vs_size(trials: pd.DataFrame, path: Path, title: str) -> None:
     ax.invert_xaxis()  # compression goes left to right
     ax.set(title=f"Accuracy vs size along the pipeline ({title})", xlabel="size (bytes, log)",
            ylabel="test accuracy")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.grid(alpha=0.3, which="minor")
+    save_figure(fig, ax, path, legend=False)

@@ -14,173 +14,135 @@ results/feature_kd/<scale>/.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
-from experiments.common import (Stopwatch, base_parser, check_scale, fail, load_data, machine,
-                                parse_list, pick_device, preset, run_trial)
+from experiments.common import Context, Experiment, fail, parse_list
 from experiments.feature_kd.config import (DEFAULT_STUDENT, METHODS, RECIPES, FeatureKDConfig,
-                                           Trial, for_scale)
-from experiments.feature_kd.hooks import LabelWeight, OnlineTeacher
+                                           Trial, for_scale, make_trial)
 from experiments.feature_kd.layers import hint_pair, modules_up_to, stage_outputs, stage_pairs
 from experiments.feature_kd.report import write_report
 from experiments.teachers import teacher
 from lib import models
-from lib.data import Splits
-from lib.distill import KD, AttentionTransfer, FeatureTap, FitNet, LogitTargets, cached_logits
-from lib.runs import Run, atomic_torch_save
-from lib.train import Hook
-
-EXPERIMENT = "feature_kd"
+from lib.distill import (KD, AttentionTransfer, Distill, FeatureTap, FitNet, Term,
+                         teacher_outputs, weighted_ce)
+from lib.runs import atomic_torch_save
 
 
-def parse_args(argv=None) -> tuple[FeatureKDConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default=None, help="the student (default: vgg_tiny; paper: resnet20)")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+def flags(p) -> None:
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)}")
-    a = p.parse_args(argv)
-    try:
-        a.model = a.model or DEFAULT_STUDENT[check_scale(a.scale)]
-        scale, cfg = preset(a, for_scale)
-        if a.methods is not None:
-            cfg = replace(cfg, methods=parse_list(a.methods, METHODS, "methods"))
-        if a.seeds is not None:
-            cfg = replace(cfg, seeds=a.seeds)
-        return cfg.validate(), scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
+
+
+def configure(cfg: FeatureKDConfig, a) -> FeatureKDConfig:
+    cfg = replace(cfg, teacher=replace(cfg.teacher, **cfg.setup.data_fields()))  # the students' data
+    return cfg if a.methods is None else replace(cfg, methods=parse_list(a.methods, METHODS, "methods"))
 
 
 @dataclass
-class Context:
-    """What every trial of one invocation shares."""
-    cfg: FeatureKDConfig
-    scale: str
-    device: torch.device
-    data: Splits
+class Shared:
+    """The teacher and what every trial of one invocation computes from it once."""
     pairs: list[tuple[str, str]]  # (student layer, teacher layer) per matched stage
     channels: dict[str, int]  # output channels of every paired layer, student's and teacher's
-    teacher: nn.Module | None = None
-    logits: Tensor | None = None  # teacher logits on the training set, for the KD-only rows
-    probe: Tensor | None = None  # test images on which the attention gap is measured
-    probe_teacher: list[Tensor] | None = None
+    teacher: nn.Module
+    tables: dict[str, Tensor] | None  # {"logits": on the training set}, for the KD-only rows
+    probe: Tensor  # test images on which the attention gap is measured
+    probe_teacher: list[Tensor]  # the teacher's paired features on them
 
 
-def resolve_layers(cfg: FeatureKDConfig, data: Splits) -> tuple[list, dict]:
-    """Stage pairs of the (untrained) student and teacher, and each paired layer's channels."""
-    shape, k = data.input_shape, data.num_classes
-    student = models.build(cfg.setup.model, shape, k)
-    teacher_net = models.build(cfg.teacher.model, shape, k)
-    pairs = stage_pairs(student, teacher_net, shape)
+def resolve_layers(ctx: Context) -> tuple[list, dict]:
+    """Stage pairs of the (untrained) student and teacher, and each paired layer's channels;
+    exits with one line when they share no feature-map size (before any training)."""
+    cfg, shape, k = ctx.cfg, ctx.data.input_shape, ctx.data.num_classes
+    student, teacher_net = models.build(cfg.setup.model, shape, k), models.build(cfg.teacher.model, shape, k)
+    try:
+        pairs = stage_pairs(student, teacher_net, shape)
+    except ValueError as e:
+        fail(str(e))
     channels = {name: out[0] for net in (student, teacher_net)
                 for name, out in stage_outputs(net, shape).values()}
     return pairs, channels
 
 
-def make_trial(ctx: Context, method: str, seed: int, stage: str = "train") -> Trial:
-    """The trial of `method` at `seed`: its loss weights and layers, read from its recipe."""
-    cfg, recipe = ctx.cfg, RECIPES[method]
-    hint = hint_pair(ctx.pairs)
-    if stage == "hint":  # FitNet stage 1 (hint loss alone, W_r, lower layers), shared by
-        # both two-stage methods: its key names no stage-2 method
-        return Trial(cfg.setup, seed, "fitnet_2stage", "hint", cfg.teacher_spec(), ce_weight=0.0,
-                     feature="fitnet", feature_weight=1.0, student_layers=(hint[0],),
-                     teacher_layers=(hint[1],), hint_train=cfg.hint_train)
-    kd = {}
-    if recipe.kd:  # (1 − α)·CE + α·KD, rounded so that 1 − 0.9 reads 0.1 in tables
-        kd = dict(kd_weight=cfg.kd_alpha, T=cfg.T, ce_weight=round(1 - cfg.kd_alpha, 12))
-    teacher_spec = cfg.teacher_spec() if recipe.kd or recipe.feature else None
-    if recipe.two_stage:  # stage 2: no feature term, starts from its stage 1
-        return Trial(cfg.setup, seed, method, stage, teacher_spec, student_layers=(hint[0],),
-                     teacher_layers=(hint[1],), hint_train=cfg.hint_train, **kd)
-    if recipe.feature == "fitnet":
-        return Trial(cfg.setup, seed, method, stage, teacher_spec, feature="fitnet",
-                     feature_weight=cfg.hint_weight, student_layers=(hint[0],),
-                     teacher_layers=(hint[1],), **kd)
-    if recipe.feature == "attention":
-        return Trial(cfg.setup, seed, method, stage, teacher_spec, feature="attention",
-                     feature_weight=cfg.at_weight, student_layers=tuple(s for s, _ in ctx.pairs),
-                     teacher_layers=tuple(t for _, t in ctx.pairs), **kd)
-    return Trial(cfg.setup, seed, method, stage, teacher_spec, **kd)
-
-
-def feature_loss(trial: Trial, ctx: Context) -> nn.Module | None:
-    if trial.feature == "fitnet":
+def terms(trial: Trial, shared: Shared, device: torch.device) -> list[Term]:
+    """The trial's distillation terms: its feature term (over its layer pairs), then KD."""
+    out = []
+    if trial.feature == "fitnet":  # one pair; the regressor W_r trains with the student
         s, t = trial.student_layers[0], trial.teacher_layers[0]
-        return FitNet(ctx.channels[s], ctx.channels[t]).to(ctx.device)
-    if trial.feature == "attention":
-        return AttentionTransfer()
-    return None
+        fitnet = FitNet(shared.channels[s], shared.channels[t]).to(device)
+        out.append(Term("fitnet", fitnet, trial.feature_weight, s, t))
+    elif trial.feature == "attention":  # every pair, summed
+        out.append(Term("attention", AttentionTransfer(), trial.feature_weight,
+                        trial.student_layers, trial.teacher_layers))
+    if trial.kd_weight:
+        out.append(Term("kd", KD(trial.T), trial.kd_weight))
+    return out
 
 
-def hooks_for(trial: Trial, ctx: Context, made: list):
-    """The loop's hooks for `trial`: label weight, then the online teacher or cached logits.
-    Online teachers are appended to `made`, to remove their taps on the shared teacher after."""
-    def make(student: nn.Module) -> list[Hook]:
-        hooks: list[Hook] = [LabelWeight(trial.ce_weight)] if trial.ce_weight != 1 else []
-        loss = feature_loss(trial, ctx)
-        kd = KD(trial.T) if trial.kd_weight else None
-        cached = ctx.logits is not None and not ctx.cfg.setup.train.augment
-        if loss is not None or (kd is not None and not cached):
-            layers = dict(student_layers=trial.student_layers,
-                          teacher_layers=trial.teacher_layers) if loss is not None else {}
-            made.append(OnlineTeacher(student, ctx.teacher, loss=loss, weight=trial.feature_weight,
-                                      kd=kd, kd_weight=trial.kd_weight, **layers))
-            hooks.append(made[-1])
-        elif kd is not None:
-            hooks.append(LogitTargets(ctx.logits, kd, trial.kd_weight))
-        return hooks
-    return make
+def train_kw(trial: Trial, shared: Shared, device: torch.device) -> dict:
+    """What `ctx.train` needs for `trial`'s loss: the label weight as the loop's criterion, the
+    rest in one Distill hook (the teacher online for feature terms, cached logits for KD)."""
+    def hooks_for(student: nn.Module) -> list[Distill]:  # called after build: W_r's init
+        found = terms(trial, shared, device)
+        return [Distill(student, shared.teacher, found, tables=shared.tables)] if found else []
+    criterion = weighted_ce(trial.ce_weight) if trial.ce_weight != 1 else None
+    return dict(hooks_for=hooks_for, criterion=criterion)
 
 
 @torch.no_grad()
-def attention_gap(student: nn.Module, ctx: Context) -> float:
+def attention_gap(student: nn.Module, shared: Shared) -> float:
     """AT loss (Σ over stage pairs of the mean squared map difference) between the trained
     student and the teacher on the probe test images: how far the attention maps still are."""
     student.eval()
-    with FeatureTap(student, [s for s, _ in ctx.pairs]) as tap:
-        student(ctx.probe)
-        return AttentionTransfer()(tap(), ctx.probe_teacher).item()
+    with FeatureTap(student, [s for s, _ in shared.pairs]) as tap:
+        student(shared.probe)
+        return AttentionTransfer()(tap(), shared.probe_teacher).item()
 
 
-def run_method(ctx: Context, method: str, seed: int) -> dict:
-    cfg, data, device = ctx.cfg, ctx.data, ctx.device
-    trial = make_trial(ctx, method, seed)
-    extra: dict = {}
-    made: list[OnlineTeacher] = []
-    start: dict | None = None  # stage-1 weights of the lower layers (two-stage FitNet)
+def build_student(ctx: Context, seed: int, start: dict | None = None) -> Callable[[], nn.Module]:
+    """A fresh student at `seed`'s init; with `start`, those entries loaded over it."""
+    def build() -> nn.Module:
+        m = ctx.build(ctx.cfg.setup.model, seed)
+        if start is not None:
+            m.load_state_dict(start, strict=False)
+        return m
+    return build
 
-    if RECIPES[method].two_stage:
-        hint = make_trial(ctx, method, seed, stage="hint")
-        hint_run = Run(EXPERIMENT, hint, scale=ctx.scale)
-        lower = modules_up_to(build_student(ctx, seed)(), hint.student_layers[0], data.input_shape)
 
-        def build_lower():  # only the guided layer and below train in stage 1
-            m = build_student(ctx, seed)()
-            for name, p in m.named_parameters():
-                p.requires_grad_(name.rpartition(".")[0] in lower)
-            return m
+def stage_one(ctx: Context, shared: Shared, seed: int) -> tuple[dict, dict]:
+    """FitNet's stage 1 for `seed` (shared by both two-stage methods): the lower layers' trained
+    weights, and the columns it adds to their rows."""
+    hint = make_trial(ctx.cfg, shared.pairs, "fitnet_2stage", seed, stage="hint")
+    run = ctx.run(hint)
+    lower = modules_up_to(build_student(ctx, seed)(), hint.student_layers[0], ctx.data.input_shape)
 
-        def save_stage1(m, res):
-            atomic_torch_save(m.state_dict(), hint_run.path("final.pt"))
-            return {"hint_loss": res.final["feature_loss"]}
+    def build_lower() -> nn.Module:  # only the guided layer and below train in stage 1
+        m = build_student(ctx, seed)()
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.rpartition(".")[0] in lower)
+        return m
 
-        r = run_trial(hint_run, experiment=EXPERIMENT, stage="hint", scale=ctx.scale,
-                      name=f"s{seed}-fitnet-stage1", seed=seed, data=data,
-                      train_cfg=cfg.hint_train, build=build_lower,
-                      hooks_for=hooks_for(hint, ctx, made), after=save_stage1)
-        state = torch.load(hint_run.path("final.pt"), map_location=device, weights_only=True)
-        start = {k: v for k, v in state.items() if k.rpartition(".")[0] in lower}
-        extra = {"hint_loss": r["hint_loss"], "hint_wall_s": r["train_wall_s"]}
+    def save(m: nn.Module, res) -> dict:
+        atomic_torch_save(m.state_dict(), run.path("final.pt"))
+        return {"hint_loss": res.final["loss_fitnet"]}
 
-    run = Run(EXPERIMENT, trial, scale=ctx.scale)
-    res = run_trial(run, experiment=EXPERIMENT, stage="distill", scale=ctx.scale,
-                    name=f"s{seed}-{method}", seed=seed, data=data, train_cfg=cfg.setup.train,
-                    build=build_student(ctx, seed, start), hooks_for=hooks_for(trial, ctx, made),
-                    after=lambda m, r: {"at_gap": attention_gap(m, ctx)})
-    for hook in made:
-        hook.remove()
+    r = ctx.train(run, stage="hint", name=f"s{seed}-fitnet-stage1", seed=seed,
+                  train_cfg=ctx.cfg.hint_train, build=build_lower, after=save,
+                  **train_kw(hint, shared, ctx.device))
+    state = torch.load(run.path("final.pt"), map_location=ctx.device, weights_only=True)
+    start = {k: v for k, v in state.items() if k.rpartition(".")[0] in lower}
+    return start, {"hint_loss": r["hint_loss"], "hint_wall_s": r["train_wall_s"]}
+
+
+def run_method(ctx: Context, shared: Shared, method: str, seed: int) -> dict:
+    cfg = ctx.cfg
+    trial = make_trial(cfg, shared.pairs, method, seed)
+    start, extra = stage_one(ctx, shared, seed) if RECIPES[method].two_stage else (None, {})
+    res = ctx.train(ctx.run(trial), stage="distill", name=f"s{seed}-{method}", seed=seed,
+                    train_cfg=cfg.setup.train, build=build_student(ctx, seed, start),
+                    after=lambda m, r: {"at_gap": attention_gap(m, shared)},
+                    **train_kw(trial, shared, ctx.device))
     print(f"{f's{seed}-{method}':>22}: test acc {res['test_acc']:.4f} (at the best validation "
           f"accuracy), attention gap {res['at_gap']:.4f}", flush=True)
     return {**res, **extra, "method": method, "seed": seed, "model": cfg.setup.model,
@@ -190,45 +152,41 @@ def run_method(ctx: Context, method: str, seed: int) -> dict:
             "teacher_layers": ",".join(trial.teacher_layers)}
 
 
-def build_student(ctx: Context, seed: int, start: dict | None = None):
-    """A fresh student at `seed`'s init; with `start`, those entries loaded over it."""
-    def build() -> nn.Module:
-        torch.manual_seed(seed)
-        m = models.build(ctx.cfg.setup.model, ctx.data.input_shape, ctx.data.num_classes)
-        if start is not None:
-            m.load_state_dict(start, strict=False)
-        return m.to(ctx.device)
-    return build
-
-
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
-    try:
-        pairs, channels = resolve_layers(cfg, data)
-    except ValueError as e:
-        fail(str(e))
-    ctx = Context(cfg, scale, device, data, pairs, channels)
-    ctx.teacher, t_res = teacher(cfg.teacher_spec(), data, scale, device)
+def share(ctx: Context) -> tuple[Shared, dict]:
+    """The layer pairs, the trained teacher and what is computed from it once; its result."""
+    cfg, data = ctx.cfg, ctx.data
+    pairs, channels = resolve_layers(ctx)
+    net, res = teacher(cfg.teacher, data, ctx.scale, ctx.device)
     if cfg.setup.train.channels_last:
-        ctx.teacher.to(memory_format=torch.channels_last)
-    if any(RECIPES[m].kd for m in cfg.methods) and not cfg.setup.train.augment:
-        ctx.logits = cached_logits(ctx.teacher, data.train_x)
-    ctx.probe = data.test_x[:cfg.probe_size]
-    with FeatureTap(ctx.teacher, [t for _, t in pairs]) as tap, torch.no_grad():
-        ctx.teacher(ctx.probe)
-        ctx.probe_teacher = tap()
+        net.to(memory_format=torch.channels_last)
+    kd_cached = any(RECIPES[m].kd for m in cfg.methods) and not cfg.setup.train.augment
+    probe = data.test_x[:cfg.probe_size]
+    layers = [t for _, t in pairs]
+    probe_teacher = teacher_outputs(net, probe, layers)
+    shared = Shared(pairs, channels, net, teacher_outputs(net, data.train_x) if kd_cached else None,
+                    probe, [probe_teacher[n] for n in layers])
+    return shared, res
+
+
+def run(ctx: Context) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The teacher's row and every student's; the layer pairs (for the report)."""
+    cfg = ctx.cfg
+    shared, t_res = share(ctx)
     print(f"teacher {cfg.teacher.model}: test acc {t_res['final_test_acc']:.4f}; layer pairs "
-          f"{pairs}, FitNet hint {hint_pair(pairs)}", flush=True)
+          f"{shared.pairs}, FitNet hint {hint_pair(shared.pairs)}", flush=True)
     teacher_row = {**t_res, "method": "teacher", "seed": cfg.teacher.seed,
                    "model": cfg.teacher.model, "test_acc": t_res["final_test_acc"],
                    "val_acc": t_res["final_val_acc"]}
-    rows = [teacher_row] + [run_method(ctx, m, seed) for seed in range(cfg.seeds)
+    rows = [teacher_row] + [run_method(ctx, shared, m, seed) for seed in range(cfg.seeds)
                             for m in cfg.methods]
-    out = write_report(cfg, rows, pairs, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
+    return rows, shared.pairs
 
+
+EXPERIMENT = Experiment(
+    name="feature_kd", doc=__doc__, for_scale=for_scale, model=DEFAULT_STUDENT,
+    model_help="the student", flags=flags,
+    configure=configure, report=write_report, run=run)
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

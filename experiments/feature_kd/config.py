@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
+from experiments.feature_kd.layers import hint_pair
 from experiments.teachers import TeacherSpec
 from lib.train import TrainConfig
 
@@ -34,22 +37,20 @@ RECIPES: dict[str, Recipe] = {
 METHODS = tuple(RECIPES)
 
 
-def student_recipe(epochs: float = 0.0, iterations: int = 0, **kw) -> TrainConfig:
-    """RepDistiller's student optimiser (SGD 0.05, momentum 0.9, wd 5e-4), cosine for short runs;
-    selection on the best validation accuracy."""
-    base = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                schedule="cosine", early_stop_on="val_acc", channels_last=True)
-    return TrainConfig(epochs=epochs, iterations=iterations, **{**base, **kw})
+# RepDistiller's student optimiser (SGD 0.05, momentum 0.9, wd 5e-4), cosine for short runs;
+# selection on the best validation accuracy
+STUDENT = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128,
+               schedule="cosine", early_stop_on="val_acc", channels_last=True)
+
+
+def student_recipe(**kw) -> TrainConfig:
+    return TrainConfig(**{**STUDENT, **kw})
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_tiny"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: student_recipe(epochs=1.5, eval_every=215))
+    train: TrainConfig = recipe(**STUDENT, epochs=1.5, eval_every=215)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class FeatureKDConfig:
+class FeatureKDConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     seeds: int = 3
@@ -82,30 +83,20 @@ class FeatureKDConfig:
     kd_alpha: float = 0.9  # with KD: (1 − α)·CE + α·KD, the KD row's mix (RepDistiller -r .1 -a .9)
     hint_weight: float = 100.0  # FitNet one stage (RepDistiller -b 100)
     at_weight: float = 1000.0  # Attention Transfer β (official code, per-element mean)
-    hint_train: TrainConfig = field(default_factory=lambda: student_recipe(epochs=0.5, eval_every=107))
+    hint_train: TrainConfig = recipe(**STUDENT, epochs=0.5, eval_every=107)
     probe_size: int = 2000  # test images on which the attention gap to the teacher is measured
 
-    def teacher_spec(self) -> TeacherSpec:
-        """The teacher on the student's data (same dataset, split and limits)."""
-        s = self.setup
-        return replace(self.teacher, dataset=s.dataset, val_size=s.val_size,
-                       train_limit=s.train_limit, test_limit=s.test_limit)
-
     def validate(self) -> "FeatureKDConfig":
-        self.setup.train.validate()
-        self.teacher.train.validate()
+        super().validate()
+        self.teacher.validate()
         self.hint_train.validate()
+        self.setup.check_same_data(self.teacher, "teacher")
         for m in self.methods:
             if m not in RECIPES:
                 raise ValueError(f"methods: unknown '{m}', choose from {', '.join(METHODS)}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
-        if not self.T > 0:
-            raise ValueError(f"T: must be > 0, got {self.T}")
-        if not 0.0 <= self.kd_alpha <= 1.0:
-            raise ValueError(f"kd_alpha: must be in [0, 1], got {self.kd_alpha}")
-        if self.probe_size < 1:
-            raise ValueError(f"probe_size: must be >= 1, got {self.probe_size}")
+        require(self.T > 0, "T", "> 0", self.T)
+        require(0.0 <= self.kd_alpha <= 1.0, "kd_alpha", "in [0, 1]", self.kd_alpha)
+        require(self.probe_size >= 1, "probe_size", ">= 1", self.probe_size)
         return self
 
 
@@ -114,13 +105,9 @@ DEFAULT_STUDENT = {"smoke": "vgg_tiny", "default": "vgg_tiny", "paper": "resnet2
 
 def for_scale(scale: str, model: str | None = None) -> FeatureKDConfig:
     model = model or DEFAULT_STUDENT[scale]
-    if scale == "smoke":
-        setup = Setup(model=model, val_size=300, train_limit=1500, test_limit=500,
-                      train=student_recipe(iterations=20, eval_every=10))
-        teacher = TeacherSpec(train=TrainConfig(
-            optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-            iterations=30, schedule="cosine", channels_last=True))
-        return FeatureKDConfig(setup=setup, teacher=teacher, seeds=2,
+    if scale == "smoke":  # the one smoke teacher every distillation experiment shares
+        setup = Setup(model=model, **SMOKE_DATA, train=student_recipe(iterations=20, eval_every=10))
+        return FeatureKDConfig(setup=setup, teacher=TeacherSpec.smoke(), seeds=2,
                                hint_train=student_recipe(iterations=10, eval_every=10),
                                probe_size=300)
     if scale == "default":
@@ -135,3 +122,31 @@ def for_scale(scale: str, model: str | None = None) -> FeatureKDConfig:
                           train=TrainConfig(epochs=240.0, **paper))
     return FeatureKDConfig(setup=setup, teacher=teacher, seeds=3,
                            hint_train=replace(setup.train, epochs=30.0))
+
+
+def make_trial(cfg: FeatureKDConfig, pairs: list[tuple[str, str]], method: str, seed: int,
+               stage: str = "train") -> Trial:
+    """The trial of `method` at `seed`: its loss weights and layers (from its recipe and the
+    matched stage `pairs`); every trial that learns from the teacher names it."""
+    plan, hint = RECIPES[method], hint_pair(pairs)
+    if stage == "hint":  # FitNet stage 1 (hint loss alone, W_r, lower layers), shared by
+        # both two-stage methods: its key names no stage-2 method
+        return Trial(cfg.setup, seed, "fitnet_2stage", "hint", cfg.teacher, ce_weight=0.0,
+                     feature="fitnet", feature_weight=1.0, student_layers=(hint[0],),
+                     teacher_layers=(hint[1],), hint_train=cfg.hint_train)
+    kd = {}
+    if plan.kd:  # (1 − α)·CE + α·KD, rounded so that 1 − 0.9 reads 0.1 in tables
+        kd = dict(kd_weight=cfg.kd_alpha, T=cfg.T, ce_weight=round(1 - cfg.kd_alpha, 12))
+    teacher = cfg.teacher if plan.kd or plan.feature else None
+    if plan.two_stage:  # stage 2: no feature term, starts from its stage 1
+        return Trial(cfg.setup, seed, method, stage, teacher, student_layers=(hint[0],),
+                     teacher_layers=(hint[1],), hint_train=cfg.hint_train, **kd)
+    if plan.feature == "fitnet":
+        return Trial(cfg.setup, seed, method, stage, teacher, feature="fitnet",
+                     feature_weight=cfg.hint_weight, student_layers=(hint[0],),
+                     teacher_layers=(hint[1],), **kd)
+    if plan.feature == "attention":
+        return Trial(cfg.setup, seed, method, stage, teacher, feature="attention",
+                     feature_weight=cfg.at_weight, student_layers=tuple(s for s, _ in pairs),
+                     teacher_layers=tuple(t for _, t in pairs), **kd)
+    return Trial(cfg.setup, seed, method, stage, teacher, **kd)

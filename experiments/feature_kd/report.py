@@ -7,9 +7,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from experiments.feature_kd.config import METHODS, FeatureKDConfig
-from lib.report import aggregate, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.feature_kd.config import METHODS
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, markdown, mean_sd_table, save_figure, write_table,
+                        write_trials)
 
 ORDER = ("teacher", *METHODS)
 FEATURE_NAMES = {"fitnet": "hint", "attention": "AT"}
@@ -38,23 +40,20 @@ def paired_gain(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_report(cfg: FeatureKDConfig, rows: list[dict], pairs: list, scale: str, *,
-                 wall_s: float, machine: str) -> Path:
-    out = results_dir("feature_kd", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    rows = [{"teacher": cfg.teacher.model, "student": cfg.setup.model, **row, **setup_cols}
-            for row in rows]
-    trials = write_trials(rows, out)
+def write_report(ctx: Context, produced: tuple[list[dict], list[tuple[str, str]]]) -> Path:
+    cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
+    rows, pairs = produced
+    rows = [{"teacher": cfg.teacher.model, "student": cfg.setup.model, **row} for row in rows]
+    trials = write_trials(rows, out, setup=cfg.setup)
     trials["recipe"] = trials.apply(recipe, axis=1)
 
     agg = aggregate(trials, ["method", "recipe"], ["test_acc", "at_gap"])
     table = mean_sd_table(agg, ["method", "recipe"], ["test_acc", "at_gap"],
-                          digits={"test_acc": 2, "at_gap": 4}, scale={"test_acc": 100})
+                          digits={"at_gap": 4}, percent=["test_acc"])
     gains = paired_gain(trials)
     if "student" in set(trials.method):
         g = aggregate(gains, ["method"], ["gain"])
-        table = table.merge(mean_sd_table(g, ["method"], ["gain"], digits={"gain": 2},
-                                          scale={"gain": 100}).drop(columns="n"),
+        table = table.merge(mean_sd_table(g, ["method"], ["gain"], percent=["gain"]).drop(columns="n"),
                             on="method", how="left").fillna("")
         table = table[["method", "recipe", "test_acc", "gain", "at_gap", "n"]]
     table = table.sort_values("method", key=lambda c: c.map({m: i for i, m in enumerate(ORDER)}))
@@ -88,13 +87,12 @@ def write_report(cfg: FeatureKDConfig, rows: list[dict], pairs: list, scale: str
     # a stage 1 is shared by both two-stage methods of a seed: count it once
     hint_s = students[students.method.str.startswith("fitnet_2stage")].drop_duplicates(
         "seed")["hint_wall_s"].sum() if "hint_wall_s" in students else 0.0
-    footer = (f"\nTeacher test accuracy {t_row.test_acc.mean() * 100:.2f} % (n = 1), trained once "
-              f"in {t_row.train_wall_s.sum():.0f} s and cached for every experiment. Trials: "
-              f"{len(students)} students; summed student training time "
-              f"{students.train_wall_s.sum() + hint_s:.0f} s; "
-              f"this invocation {wall_s:.0f} s (finished trials, and the teacher, are reused, "
-              f"not re-run).\nMachine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    teacher_line = (f"\nTeacher test accuracy {t_row.test_acc.mean() * 100:.2f} % (n = 1), trained "
+                    f"once and cached for every experiment; {len(students)} students.\n")
+    note = (f" (of which the shared teacher {t_row.train_wall_s.sum():.0f} s; FitNet's stage-1 "
+            f"runs add {hint_s:.0f} s)")
+    write_table(out, header, markdown(table), teacher_line,
+                footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
     plot_accuracy(trials, out / "accuracy.png", f"{cfg.teacher.model} → {s.model} on {s.dataset}")
     plot_gap(trials, out / "attention_gap.png")
     return out
@@ -115,12 +113,8 @@ def plot_accuracy(trials: pd.DataFrame, path: Path, title: str) -> None:
             ax.axvline(acc.mean(), color="grey", ls=style, label=f"{method} {acc.mean():.4f}")
     ax.set(title=f"{title}: test accuracy at the best validation point", xlabel="test accuracy",
            ylabel="")
-    ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, legend=False)  # the legend stays inside, at lower right
 
 
 def plot_gap(trials: pd.DataFrame, path: Path) -> None:
@@ -131,8 +125,4 @@ def plot_gap(trials: pd.DataFrame, path: Path) -> None:
                     hue_order=[m for m in METHODS if m in set(students.method)], s=50, ax=ax)
     ax.set(title="Attention gap to the teacher (probe test images) vs test accuracy",
            xlabel="attention gap (AT loss to the teacher)", ylabel="test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)

@@ -14,54 +14,30 @@ results/filter_importance/<scale>/.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
-import torch
 
-from experiments.common import (Stopwatch, add_train_args, base_parser, fail, load_data, machine,
-                                parse_list, pick_device, preset, run_eval, run_trial)
+from experiments.common import Context, Experiment, each_seed, parse_floats, parse_list
 from experiments.filter_importance.config import CRITERIA, FilterConfig, Trial, for_scale
 from experiments.filter_importance.report import write_report
-from lib import models
 from lib.metrics import count_macs, count_params, latency_ms, size_bytes
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import load_pruned, save_pruned
-from lib.runs import Run, atomic_torch_save
-
-EXPERIMENT = "filter_importance"
 
 
-def parse_ratios(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"ratios: not a comma-separated list of numbers: '{text}'") from None
-
-
-def parse_args(argv=None) -> tuple[FilterConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default=None,
-                   help="a model surgery supports: vgg_* / vgg11/16/19, resnet8/20/56, lenet_300_100 "
-                        "(default: vgg_narrow; vgg16 at the paper scale)")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+def flags(p: argparse.ArgumentParser) -> None:
+    """Which criteria, and how much of every layer they remove."""
     p.add_argument("--criteria", default=None, help=f"comma-separated, from {', '.join(CRITERIA)}")
     p.add_argument("--ratios", default=None,
                    help="comma-separated fractions of filters removed from every layer, e.g. 0.3,0.6")
-    add_train_args(p)  # they change the baseline's recipe
-    a = p.parse_args(argv)
-    if a.model is None:
-        a.model = "vgg16" if a.scale == "paper" else "vgg_narrow"
-    try:
-        scale, cfg = preset(a, for_scale)
-        if a.seeds is not None:
-            cfg = replace(cfg, seeds=a.seeds)
-        if a.criteria is not None:
-            cfg = replace(cfg, criteria=parse_list(a.criteria, CRITERIA, "criteria"))
-        if a.ratios is not None:
-            cfg = replace(cfg, ratios=parse_ratios(a.ratios))
-        return cfg.validate(), scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
+
+
+def configure(cfg: FilterConfig, a: argparse.Namespace) -> FilterConfig:
+    """`cfg` with --criteria / --ratios applied (ValueError naming the field on a bad value)."""
+    if a.criteria is not None:
+        cfg = replace(cfg, criteria=parse_list(a.criteria, CRITERIA, "criteria"))
+    return cfg if a.ratios is None else replace(cfg, ratios=parse_floats(a.ratios, "ratios"))
 
 
 def describe(model, input_shape, batch) -> dict:
@@ -71,24 +47,15 @@ def describe(model, input_shape, batch) -> dict:
             "size_bytes": size_bytes(cpu), "latency_ms": latency_ms(cpu, batch)}
 
 
-def run_seed(cfg: FilterConfig, seed: int, data, scale: str, device) -> list[dict]:
-    setup = cfg.setup
+def run_seed(ctx: Context, seed: int) -> list[dict]:
+    """The baseline of `seed`, then every criterion at every ratio, pruned and fine-tuned."""
+    cfg, setup, data, device = ctx.cfg, ctx.cfg.setup, ctx.data, ctx.device
     batch = data.test_x[:cfg.latency_batch].cpu()
 
-    def fresh():
-        torch.manual_seed(seed)
-        return models.build(setup.model, data.input_shape, data.num_classes).to(device)
-
     # ---- the baseline, trained once per seed
-    base_run = Run(EXPERIMENT, Trial(setup, seed), scale=scale)
-    res = run_trial(base_run, experiment=EXPERIMENT, stage="train", scale=scale,
-                    name=f"s{seed}-baseline", seed=seed, data=data, train_cfg=setup.train,
-                    build=fresh, after=lambda m, r: atomic_torch_save(
-                        m.state_dict(), base_run.path("final.pt")))
-    base = fresh()
-    base.load_state_dict(torch.load(base_run.path("final.pt"), map_location=device,
-                                    weights_only=True))
-    base.eval()
+    base_run = ctx.run(Trial(setup, seed))
+    base, res = ctx.train_final(base_run, model=setup.model, seed=seed, name=f"s{seed}-baseline",
+                                train_cfg=setup.train)
     dense = describe(base, data.input_shape, batch)
     base.to(device)
     rows = [{**res, **dense, "method": "dense", "stage": "baseline", "prune_ratio": 0.0,
@@ -100,7 +67,7 @@ def run_seed(cfg: FilterConfig, seed: int, data, scale: str, device) -> list[dic
         for crit in cfg.criteria:
             common = dict(setup=setup, seed=seed, criterion=crit, prune_ratio=ratio,
                           apoz_samples=cfg.apoz_samples if crit == "apoz" else 0)
-            pruned_run = Run(EXPERIMENT, Trial(stage="pruned", **common), scale=scale)
+            pruned_run = ctx.run(Trial(stage="pruned", **common))
             name = f"s{seed}-{crit}-r{ratio:g}"
             measured: dict = {}
 
@@ -110,8 +77,8 @@ def run_seed(cfg: FilterConfig, seed: int, data, scale: str, device) -> list[dic
                 save_pruned(model, pruned_run.path("pruned.pt"))
                 return model.to(device)
 
-            r = run_eval(pruned_run, experiment=EXPERIMENT, scale=scale, name=f"{name}-pruned",
-                         data=data, build=surgery, extra=measured, stage="prune")
+            r = ctx.evaluate(pruned_run, name=f"{name}-pruned", build=surgery, extra=measured,
+                             stage="prune")
             rows.append({**r, "method": crit, "stage": "pruned", "prune_ratio": ratio})
 
             def load(pruned_run=pruned_run, surgery=surgery):
@@ -119,9 +86,8 @@ def run_seed(cfg: FilterConfig, seed: int, data, scale: str, device) -> list[dic
                 return load_pruned(path, map_location=str(device)) if path.exists() else surgery()
 
             ft = Trial(stage="finetuned", finetune=cfg.finetune, **common)
-            f = run_trial(Run(EXPERIMENT, ft, scale=scale), experiment=EXPERIMENT,
-                          stage="finetune", scale=scale, name=f"{name}-finetuned", seed=seed,
-                          data=data, train_cfg=cfg.finetune, build=load)
+            f = ctx.train(ctx.run(ft), stage="finetune", name=f"{name}-finetuned", seed=seed,
+                          train_cfg=cfg.finetune, build=load)
             rows.append({**f, "method": crit, "stage": "finetuned", "prune_ratio": ratio,
                          **{k: r[k] for k in ("params", "macs", "size_bytes")},
                          "early_stop_test_acc": f["test_acc"], "test_acc": f["final_test_acc"],
@@ -136,14 +102,11 @@ def run_seed(cfg: FilterConfig, seed: int, data, scale: str, device) -> list[dic
     return rows
 
 
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
-    rows = [row for seed in range(cfg.seeds) for row in run_seed(cfg, seed, data, scale, device)]
-    out = write_report(cfg, rows, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
-
+MODELS = {"smoke": "vgg_narrow", "default": "vgg_narrow", "paper": "vgg16"}
+HELP = "a model surgery supports: vgg_*, vgg11/16/19, resnet8/20/56, lenet_300_100"
+EXPERIMENT = Experiment("filter_importance", __doc__, for_scale, each_seed(run_seed), write_report,
+                        model=MODELS, model_help=HELP, flags=flags, configure=configure)
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

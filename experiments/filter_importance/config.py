@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from lib import models
 from lib.prune.structured import IMPORTANCE, check_criterion, select_by_ratio
 from lib.prune.surgery import widths
@@ -24,14 +26,10 @@ STAGES = ("baseline", "pruned", "finetuned")
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_narrow"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=1e-3, batch_size=128, epochs=4.0, channels_last=True))
+    train: TrainConfig = recipe(optimizer="adam", lr=1e-3, batch_size=128, epochs=4.0,
+                                channels_last=True)
 
 
 @dataclass(frozen=True)
@@ -48,32 +46,27 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class FilterConfig:
+class FilterConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
-    seeds: int = 2
     criteria: tuple[str, ...] = CRITERIA
     ratios: tuple[float, ...] = (0.3, 0.6)  # fraction of filters removed from every prunable layer
     apoz_samples: int = 2000
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=3e-4, batch_size=128, epochs=1.0, schedule="cosine",
-        channels_last=True))
+    finetune: TrainConfig = recipe(optimizer="adam", lr=3e-4, batch_size=128, epochs=1.0,
+                                   schedule="cosine", channels_last=True)
     latency_batch: int = 256
 
     def validate(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> "FilterConfig":
         """One-line ValueError naming the first bad field; checks every ratio against every
         prunable layer of the model (and that surgery supports the model) before any compute."""
-        self.setup.train.validate()
+        super().validate()
         self.finetune.validate()
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
         if not self.criteria:
             raise ValueError(f"criteria: empty, choose from {', '.join(CRITERIA)}")
         for c in self.criteria:
             check_criterion(c, "criteria")
         if not self.ratios:
             raise ValueError("ratios: empty, give at least one prune ratio in (0, 1)")
-        if self.apoz_samples < 1:
-            raise ValueError(f"apoz_samples: must be >= 1, got {self.apoz_samples}")
+        require(self.apoz_samples >= 1, "apoz_samples", ">= 1", self.apoz_samples)
         layers = widths(models.build(self.setup.model, input_shape, 10))  # surgery support
         for r in self.ratios:
             if not 0 < r < 1:
@@ -86,7 +79,7 @@ def for_scale(scale: str, model: str = "vgg_narrow") -> FilterConfig:
     """The scale's recipe for `model` (the CLI passes vgg16 at the paper scale, vgg_narrow
     otherwise; resnet56 is the paper's other network)."""
     if scale == "smoke":
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=500,
+        setup = Setup(model=model, **SMOKE_DATA,
                       train=TrainConfig(optimizer="adam", lr=1e-3, batch_size=128,
                                         iterations=50, eval_every=50, channels_last=True))
         return FilterConfig(setup=setup, seeds=2, apoz_samples=256, latency_batch=16,

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.filter_importance.config import FilterConfig
-from lib.report import aggregate, line_plot, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
-
-
-def _recipe(t) -> str:
-    n, unit = (t.epochs, "epochs") if t.epochs else (t.iterations, "iterations")
-    return f"{t.optimizer} lr {t.lr:g} ({t.schedule}), batch {t.batch_size}, {n:g} {unit}"
+from experiments.common import Context
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
+                        write_table, write_trials)
 
 
 def accuracy_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -23,8 +19,7 @@ def accuracy_table(trials: pd.DataFrame) -> pd.DataFrame:
     acc = {}
     for stage in ("baseline", "pruned", "finetuned"):
         agg = aggregate(trials[trials.stage == stage], ["prune_ratio", "method"], ["test_acc"])
-        acc[stage] = mean_sd_table(agg, ["prune_ratio", "method"], ["test_acc"], digits={"test_acc": 2},
-                                   scale={"test_acc": 100})
+        acc[stage] = mean_sd_table(agg, ["prune_ratio", "method"], ["test_acc"], percent=["test_acc"])
     table = size[["prune_ratio", "method"]].copy()
     table["params"] = size.params_mean.round().astype(int)
     table["MACs"] = size.macs_mean.round().astype(int)
@@ -41,27 +36,25 @@ def accuracy_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"prune_ratio": "ratio per layer", "method": "criterion"})
 
 
-def write_report(cfg: FilterConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("filter_importance", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**row, **setup_cols} for row in rows], out)
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    """trials.csv, table.md (criteria side by side at each ratio) and the two accuracy plots."""
+    cfg, out = ctx.cfg, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
 
     s = cfg.setup
-    header = (f"# Filter importance at equal MACs: {s.model} on {s.dataset} ({scale} scale)\n\n"
-              f"Baseline: {_recipe(s.train)}. Each criterion removes the same fraction "
+    header = (f"# Filter importance at equal MACs: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
+              f"Baseline: {recipe_text(s.train)}. Each criterion removes the same fraction "
               f"(`ratio per layer`) of the filters of every prunable layer, lowest scores first, "
               f"so every criterion gives the same architecture at a ratio (equal params and "
               f"MACs); the smaller model is built by surgery, evaluated right away (`pruned`), "
-              f"then fine-tuned: {_recipe(cfg.finetune)}. APoZ is measured on "
+              f"then fine-tuned: {recipe_text(cfg.finetune)}. APoZ is measured on "
               f"{cfg.apoz_samples} training images. Accuracies are of the final weights (no "
               f"early stopping). Latency: median of 20 CPU runs on a batch of "
               f"{cfg.latency_batch}. Mean ± sd over seeds; n = seeds.\n\n")
     ft = trials[trials.stage == "finetuned"]
-    footer = (f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s "
-              f"({ft['train_wall_s'].sum():.0f} s of it fine-tuning); this invocation "
-              f"{wall_s:.0f} s (finished trials are reused, not re-run).\nMachine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(accuracy_table(trials)) + footer)
+    note = f" ({ft['train_wall_s'].sum():.0f} s of it fine-tuning)"
+    produced_by = footer_line(ctx.provenance(trials.run))
+    write_table(out, header, markdown(accuracy_table(trials)), footer(trials, produced_by, note))
 
     pruned = trials[trials.stage != "baseline"].copy()
     pruned["macs_reduction_%"] = (100 * pruned.macs_reduction).round(1)

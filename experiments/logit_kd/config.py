@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from experiments.teachers import TeacherSpec
 from lib import models
 from lib.train import TrainConfig
@@ -19,21 +21,19 @@ from lib.train import TrainConfig
 METHODS = ("kd", "dml", "ban", "lr", "ta")
 
 
+# SGD + momentum, cosine, as the shared teacher (students and teacher differ in length only)
+STUDENT = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+               schedule="cosine", channels_last=True)
+
+
 def student_recipe(**kw) -> TrainConfig:
-    """SGD + momentum, cosine, as the shared teacher (students and teacher differ in length only)."""
-    base = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                schedule="cosine", channels_last=True)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig(**{**STUDENT, **kw})
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_tiny"  # the student
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: student_recipe(epochs=3.0))
+    train: TrainConfig = recipe(**STUDENT, epochs=3.0)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class LogitKDConfig:
+class LogitKDConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     assistant: str = "vgg_narrow"  # TA-KD: between teacher and student in size
@@ -66,8 +66,8 @@ class LogitKDConfig:
     refinery_max: int = 3  # label refinery: at most this many refinements (stops earlier if val acc drops)
 
     def validate(self) -> "LogitKDConfig":
-        self.setup.train.validate()
-        self.teacher.train.validate()
+        super().validate()
+        self.teacher.validate()
         for name in (self.setup.model, self.teacher.model):
             models.check_model_name(name)
         for m in self.methods:
@@ -78,30 +78,19 @@ class LogitKDConfig:
                 raise ValueError(f"assistant: none set for teacher {self.teacher.model} and student "
                                  f"{self.setup.model} at this scale; drop 'ta' from --methods")
             models.check_model_name(self.assistant)
-        data = ("dataset", "val_size", "train_limit", "test_limit")
-        for f in data:
-            if getattr(self.teacher, f) != getattr(self.setup, f):
-                raise ValueError(f"teacher.{f}: must equal the students' {f} "
-                                 f"({getattr(self.setup, f)}), got {getattr(self.teacher, f)}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
-        if not self.T > 0:
-            raise ValueError(f"T: must be > 0, got {self.T}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha: must be in [0, 1], got {self.alpha}")
-        if self.dml_peers < 2:
-            raise ValueError(f"dml_peers: must be >= 2, got {self.dml_peers}")
+        self.setup.check_same_data(self.teacher, "teacher")
+        require(self.T > 0, "T", "> 0", self.T)
+        require(0.0 <= self.alpha <= 1.0, "alpha", "in [0, 1]", self.alpha)
+        require(self.dml_peers >= 2, "dml_peers", ">= 2", self.dml_peers)
         if self.ban_generations < 1 or self.refinery_max < 1:
             raise ValueError("ban_generations/refinery_max: must be >= 1")
         return self
 
 
 def for_scale(scale: str, model: str = "vgg_tiny") -> LogitKDConfig:
-    if scale == "smoke":
-        limits = dict(val_size=500, train_limit=2000, test_limit=1000)
-        setup = Setup(model=model, **limits, train=student_recipe(iterations=30, eval_every=15))
-        spec = TeacherSpec(**limits, train=student_recipe(iterations=40, eval_every=20))
-        return LogitKDConfig(setup=setup, teacher=spec, seeds=2, ban_generations=2,
+    if scale == "smoke":  # the one smoke teacher every distillation experiment shares
+        setup = Setup(model=model, **SMOKE_DATA, train=student_recipe(iterations=30, eval_every=15))
+        return LogitKDConfig(setup=setup, teacher=TeacherSpec.smoke(), seeds=2, ban_generations=2,
                              refinery_max=2)
     if scale == "default":
         # ~20 s per vgg_tiny student on 2 cores: 3 seeds x (student, kd, 2 dml peers, 2 ban, <= 2

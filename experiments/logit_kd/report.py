@@ -7,9 +7,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from experiments.logit_kd.config import LogitKDConfig
-from lib.report import aggregate, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, markdown, mean_sd_table, save_figure, write_table,
+                        write_trials)
 
 BY = ["method", "teacher", "student", "generation"]
 ORDER = ("teacher", "student", "kd", "dml", "ban", "ban_ensemble", "lr", "lr_stop_rule", "ta_kd")
@@ -53,18 +54,16 @@ def paired_delta(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
     return out
 
 
-def write_report(cfg: LogitKDConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("logit_kd", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**setup_cols, **row} for row in rows], out)
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
     trials["teacher"] = trials["teacher"].fillna("")
     if "improved" not in trials:
         trials["improved"] = pd.NA
     full = pd.concat([trials, refinery_stop_rule(trials)], ignore_index=True)
 
     agg = aggregate(full, BY, ["test_acc"])
-    table = mean_sd_table(agg, BY, ["test_acc"], digits={"test_acc": 2}, scale={"test_acc": 100})
+    table = mean_sd_table(agg, BY, ["test_acc"], percent=["test_acc"])
     rank = {m: i for i, m in enumerate(ORDER)}
     table = table.sort_values(["method", "generation"], key=lambda c: c.map(rank) if
                               c.name == "method" else c, kind="stable").reset_index(drop=True)
@@ -91,12 +90,10 @@ def write_report(cfg: LogitKDConfig, rows: list[dict], scale: str, *, wall_s: fl
         f"on test); those weights are what a chain passes on.** Δ: paired by seed against the "
         f"student alone. Mean ± sd over seeds.\n\n")
     teacher_s = trials.loc[trials.method == "teacher", "train_wall_s"].sum()
-    footer = (f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s "
-              f"(of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
-              f"feature_kd and rkd); "
-              f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-              f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    note = (f" (of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
+            f"feature_kd and rkd)")
+    write_table(out, header, markdown(table),
+                footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
     method_plot(full, out / "accuracy_per_method.png", f"{t.model} -> {s.model}, {s.dataset}")
     generation_plot(trials, out / "accuracy_per_generation.png")
     return out
@@ -123,11 +120,8 @@ def method_plot(full: pd.DataFrame, path: Path, title: str) -> None:
     ax.tick_params(axis="x", rotation=45)
     for t in ax.get_xticklabels():
         t.set_horizontalalignment("right")
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.legend()  # the student-alone line: save_figure moves the legend outside
+    save_figure(fig, ax, path)
 
 
 def generation_plot(trials: pd.DataFrame, path: Path) -> None:
@@ -153,8 +147,4 @@ def generation_plot(trials: pd.DataFrame, path: Path) -> None:
     ax.set_xticks(sorted(df.generation.unique().astype(int)))
     ax.set(title="Born-Again and Label Refinery per generation (mean ± sd over seeds)",
            xlabel="generation (0 = student alone)", ylabel="test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)

@@ -12,18 +12,16 @@ Outputs: results/lottery_ablation/<scale>/ (trials.csv, table.md, overlap.csv, s
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_model_args, add_prune_args, add_train_args,
-                                base_parser, fail, load_data, machine, parse_list, pick_device,
-                                preset, run_eval, run_trial)
+from experiments.common import Context, Experiment, parse_ints, parse_list
 from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
                                                  AblationConfig, Trial, for_scale)
 from experiments.lottery_ablation.report import mask_statistics, write_report
-from lib import models
 from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_constant
 from lib.prune.criteria import CRITERIA, scores
 from lib.prune.imp import prune_oneshot, prune_round
@@ -31,47 +29,35 @@ from lib.prune.mask import Mask, prunable_layers
 from lib.prune.supermask import SampledAccuracy, SupermaskNet
 from lib.runs import Run, atomic_torch_save
 
-EXPERIMENT = "lottery_ablation"
 
-
-def parse_args(argv=None) -> tuple[AblationConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    add_model_args(p)
+def flags(p: argparse.ArgumentParser) -> None:
+    """The sub-grid to run: which studies, criteria, mask-1/mask-0 actions and levels."""
     p.add_argument("--studies", default=None, help=f"comma list of {', '.join(STUDIES)}")
     p.add_argument("--criteria", default=None, help=f"comma list of {', '.join(CRITERIA)}")
     p.add_argument("--ablations", default=None, help=f"mask-1 actions: {', '.join(MASK1)}")
     p.add_argument("--mask0", default=None, help=f"mask-0 actions: {', '.join(MASK0)}")
     p.add_argument("--levels", default=None, help="comma list of IMP-equivalent levels, e.g. 3,7,15")
     p.add_argument("--mode", default=None, help="oneshot (default scale) or iterative (paper scale)")
-    add_train_args(p)
-    add_prune_args(p)
-    a = p.parse_args(argv)
-    try:
-        scale, cfg = preset(a, for_scale)
-        setup = cfg.setup
-        if a.mode:
-            setup = replace(setup, mode=parse_list(a.mode, MODES, "mode")[0])
-        lists = {"studies": (a.studies, STUDIES), "criteria": (a.criteria, tuple(CRITERIA)),
-                 "ablations": (a.ablations, tuple(MASK1)), "mask0s": (a.mask0, tuple(MASK0))}
-        changes = {k: parse_list(v, choices, k.replace("mask0s", "mask0"))
-                   for k, (v, choices) in lists.items() if v is not None}
-        if a.levels is not None:
-            try:
-                changes["levels"] = tuple(int(x) for x in a.levels.split(","))
-            except ValueError:
-                raise ValueError(f"levels: expected comma-separated integers, got '{a.levels}'") from None
-        if a.seeds is not None:
-            changes["seeds"] = a.seeds
-        return replace(cfg, setup=setup, **changes).validate(), scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
+
+
+def configure(cfg: AblationConfig, a: argparse.Namespace) -> AblationConfig:
+    """`cfg` with the flags of `flags` applied (ValueError naming the field on a bad value)."""
+    if a.mode:
+        cfg = replace(cfg, setup=replace(cfg.setup, mode=parse_list(a.mode, MODES, "mode")[0]))
+    lists = {"studies": (a.studies, STUDIES), "criteria": (a.criteria, tuple(CRITERIA)),
+             "ablations": (a.ablations, tuple(MASK1)), "mask0s": (a.mask0, tuple(MASK0))}
+    changes = {k: parse_list(v, choices, k.replace("mask0s", "mask0"))
+               for k, (v, choices) in lists.items() if v is not None}
+    if a.levels is not None:
+        changes["levels"] = parse_ints(a.levels, "levels")
+    return replace(cfg, **changes)
 
 
 class SeedRun:
     """All trials of one seed; masks and trained weights are computed once and memoised."""
 
-    def __init__(self, cfg: AblationConfig, seed: int, data, scale: str, device):
-        self.cfg, self.setup, self.seed, self.data, self.scale, self.device = cfg, cfg.setup, seed, data, scale, device
+    def __init__(self, ctx: Context, seed: int):
+        self.ctx, self.cfg, self.setup, self.seed = ctx, ctx.cfg, ctx.cfg.setup, seed
         self.init = {n: t.clone() for n, t in self.fresh_model(seed).state_dict().items()}
         self.reinit = {n: t.clone() for n, t in self.fresh_model(seed + 7919).state_dict().items()}
         self.kinds = prunable_layers(self.fresh_model(seed))
@@ -81,11 +67,10 @@ class SeedRun:
         self.rows: list[dict] = []
 
     def fresh_model(self, seed: int):
-        torch.manual_seed(seed)
-        return models.build(self.setup.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        return self.ctx.build(self.setup.model, seed)
 
     def run(self, **kw) -> Run:
-        return Run(EXPERIMENT, Trial(self.setup, self.seed, **kw), scale=self.scale)
+        return self.ctx.run(Trial(self.setup, self.seed, **kw))
 
     def gen(self, *key) -> torch.Generator:
         """A generator seeded by (seed, key), stable across processes (unlike hash())."""
@@ -102,7 +87,8 @@ class SeedRun:
             run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
             if not run.done:
                 self.train(criterion, ablation, mask0, level)
-            self.finals[key] = torch.load(run.path("final.pt"), map_location=self.device, weights_only=True)
+            self.finals[key] = torch.load(run.path("final.pt"), map_location=self.ctx.device,
+                                          weights_only=True)
         return self.finals[key]
 
     def source(self, criterion: str, ablation: str, mask0: str, level: int) -> tuple[Mask, dict]:
@@ -147,9 +133,9 @@ class SeedRun:
             return {"weights_left": mask.density(), "nonzero_left": nonzero}
 
         name = f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}"
-        res = run_trial(run, experiment=EXPERIMENT, stage="train" if dense else "prune", scale=self.scale,
-                        name=name, seed=self.seed, data=self.data, train_cfg=self.setup.train,
-                        build=build, hooks_for=lambda m: [mask.hook(m, fill)], after=after)
+        res = self.ctx.train(run, stage="train" if dense else "prune", name=name, seed=self.seed,
+                             train_cfg=self.setup.train, build=build,
+                             hooks_for=lambda m: [mask.hook(m, fill)], after=after)
         self.report(name, res)
         return res
 
@@ -165,8 +151,9 @@ class SeedRun:
             return mask.apply(model)
 
         name = f"s{self.seed}-L{level}-{criterion}-{values}-untrained"
-        res = run_eval(run, experiment=EXPERIMENT, scale=self.scale, name=name, data=self.data,
-                       build=build, extra={"weights_left": mask.density(), "nonzero_left": mask.density()})
+        density = mask.density()
+        res = self.ctx.evaluate(run, name=name, build=build,
+                                extra={"weights_left": density, "nonzero_left": density})
         self.report(name, res)
         return res
 
@@ -177,7 +164,7 @@ class SeedRun:
             base = self.fresh_model(self.seed)
             w = {n: signed_constant(self.init[n]) if weights == "signed_constant" else self.init[n]
                  for n in self.kinds}
-            return SupermaskNet(base, w, seed=self.seed).to(self.device)
+            return SupermaskNet(base, w, seed=self.seed).to(self.ctx.device)
 
         def after(model, res):
             best = res.early_stop
@@ -185,9 +172,9 @@ class SeedRun:
                     "test_acc_sampled": best["test_acc_sampled"]}
 
         name = f"s{self.seed}-learned-supermask-{weights}"
-        res = run_trial(run, experiment=EXPERIMENT, stage="supermask", scale=self.scale, name=name,
-                        seed=self.seed, data=self.data, train_cfg=self.setup.supermask_train,
-                        build=build, hooks_for=lambda m: [SampledAccuracy()], after=after)
+        res = self.ctx.train(run, stage="supermask", name=name, seed=self.seed,
+                             train_cfg=self.setup.supermask_train, build=build,
+                             hooks_for=lambda m: [SampledAccuracy()], after=after)
         self.report(name, res)
         return res
 
@@ -233,19 +220,22 @@ class SeedRun:
         return mask_statistics(self.seed, masks, self.init, self.final("large_final", "rewind", "zero", 0))
 
 
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
+def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every seed's trials, then its mask overlaps and sign flips: (rows, overlap, flips)."""
     rows, overlap, flips = [], [], []
-    for seed in range(cfg.seeds):
-        seed_run = SeedRun(cfg, seed, data, scale, device)
+    for seed in range(ctx.cfg.seeds):
+        seed_run = SeedRun(ctx, seed)
         rows += seed_run.all()
         o, f = seed_run.statistics()
         overlap, flips = overlap + o, flips + f
-    out = write_report(cfg, rows, overlap, flips, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
+    return rows, overlap, flips
 
+
+EXPERIMENT = Experiment(
+    name="lottery_ablation", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
+    model_help="lenet_300_100, conv2, conv4, conv6", flags=flags, configure=configure,
+    prune_flags=True, report=write_report, run=run_all)
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

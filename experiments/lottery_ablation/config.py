@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe
 from experiments.lottery_ticket.config import PAPER_CONV
 from lib.prune.ablations import MASK0, MASK1
 from lib.prune.criteria import CRITERIA
@@ -25,20 +27,24 @@ SUPERMASK_WEIGHTS = ("init", "signed_constant")  # what the frozen weights of a 
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
-    model: str = "lenet_300_100"
-    val_size: int = 5000
-    train_limit: int = 0
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=1.2e-3, batch_size=60, iterations=50_000, eval_every=100))
+class Setup(common.Setup):
+    train: TrainConfig = recipe(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=50_000,
+                                eval_every=100)
     prune: PruneConfig = field(default_factory=PruneConfig)
     mode: str = "iterative"
     # learned supermasks: only the mask logits train, with a large step (weights stay frozen)
-    supermask_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=0.05, batch_size=60, iterations=50_000, eval_every=100,
-        early_stop_on="val_acc"))
+    supermask_train: TrainConfig = recipe(optimizer="adam", lr=0.05, batch_size=60,
+                                          iterations=50_000, eval_every=100,
+                                          early_stop_on="val_acc")
+
+    def validate(self) -> "Setup":
+        """Both recipes, the pruning rates and the mode; one-line ValueError on the first bad one."""
+        super().validate()
+        self.supermask_train.validate()
+        self.prune.validate()
+        if self.mode not in MODES:
+            raise ValueError(f"mode: unknown '{self.mode}', choose from {', '.join(MODES)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -53,21 +59,16 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class AblationConfig:
+class AblationConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     levels: tuple[int, ...] = (3, 7, 11, 15)
-    seeds: int = 2
     studies: tuple[str, ...] = STUDIES
     criteria: tuple[str, ...] = tuple(CRITERIA)
     ablations: tuple[str, ...] = tuple(MASK1)
     mask0s: tuple[str, ...] = tuple(MASK0)
 
     def validate(self) -> "AblationConfig":
-        self.setup.train.validate()
-        self.setup.supermask_train.validate()
-        self.setup.prune.validate()
-        if self.setup.mode not in MODES:
-            raise ValueError(f"mode: unknown '{self.setup.mode}', choose from {', '.join(MODES)}")
+        super().validate()
         for name, values, registry in (("studies", self.studies, STUDIES),
                                        ("criteria", self.criteria, CRITERIA),
                                        ("ablations", self.ablations, MASK1),
@@ -77,8 +78,6 @@ class AblationConfig:
                     raise ValueError(f"{name}: unknown '{v}', choose from {', '.join(registry)}")
         if not self.levels or any(lv < 1 for lv in self.levels):
             raise ValueError(f"levels: need pruning levels >= 1, got {list(self.levels)}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
         return self
 
 
@@ -86,8 +85,8 @@ def for_scale(scale: str, model: str = "lenet_300_100") -> AblationConfig:
     """The preset of `scale`. Default is one-shot (the iterative grid does not fit 30 CPU minutes)."""
     if scale == "smoke":
         t = TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=60, eval_every=20)
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000, train=t,
-                      mode="oneshot", supermask_train=replace(t, lr=0.05, early_stop_on="val_acc"))
+        setup = Setup(model=model, **SMOKE_DATA, train=t, mode="oneshot",
+                      supermask_train=replace(t, lr=0.05, early_stop_on="val_acc"))
         return AblationConfig(setup=setup, levels=(7,), seeds=2)
     if scale == "default":
         t = TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=5000, eval_every=250)

@@ -7,10 +7,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from experiments.lottery_ablation.config import AblationConfig
+from experiments.common import Context
+from experiments.provenance import footer_line
 from lib.prune.mask import Mask
-from lib.report import aggregate, line_plot, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
+                        write_table, write_trials)
+from lib.runs import atomic_write_text
 
 KEYS = ["study", "criterion", "ablation", "mask0", "level", "mask_eval"]
 METRICS = ["weights_left", "test_acc", "early_stop_iter", "final_test_acc"]
@@ -42,38 +44,32 @@ def mask_statistics(seed: int, masks: dict[tuple[str, int], Mask], w_init: dict,
     return overlap, flips
 
 
-def write_report(cfg: AblationConfig, rows: list[dict], overlap: list[dict], flips: list[dict],
-                 scale: str, *, wall_s: float, machine: str) -> Path:
-    out = results_dir("lottery_ablation", scale)
-    config_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{"mask_eval": "", **r, **config_cols} for r in rows], out)
+def write_report(ctx: Context, produced: tuple[list[dict], list[dict], list[dict]]) -> Path:
+    """trials.csv, overlap.csv, sign_flips.csv, table.md (one section per study) and the plots."""
+    (rows, overlap, flips), cfg, out = produced, ctx.cfg, ctx.out
+    trials = write_trials([{"mask_eval": "", **r} for r in rows], out, setup=cfg.setup)
     atomic_write_text(out / "overlap.csv", pd.DataFrame(overlap).to_csv(index=False))
     atomic_write_text(out / "sign_flips.csv", pd.DataFrame(flips).to_csv(index=False))
 
     agg = aggregate(trials, KEYS, METRICS)
-    table = mean_sd_table(agg, KEYS, METRICS, digits={"weights_left": 2, "test_acc": 2, "early_stop_iter": 0,
-                                                      "final_test_acc": 2},
-                          scale={"weights_left": 100, "test_acc": 100, "final_test_acc": 100})
+    table = mean_sd_table(agg, KEYS, METRICS, digits={"early_stop_iter": 0},
+                          percent=["weights_left", "test_acc", "final_test_acc"])
     s = cfg.setup
-    lines = [f"# Deconstructing lottery tickets: {s.model} on {s.dataset} ({scale} scale)\n",
+    parts = [f"# Deconstructing lottery tickets: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n",
              f"{s.mode} pruning to the per-layer sparsity of IMP levels {list(cfg.levels)} "
              f"({s.prune.rate_fc:.0%} fc / {s.prune.rate_conv:.0%} conv / {s.prune.rate_output:.0%} "
-             f"output per round); retraining: {s.train.optimizer} lr {s.train.lr}, batch "
-             f"{s.train.batch_size}, {s.train.iterations} iterations; learned supermasks: lr "
-             f"{s.supermask_train.lr}, {s.supermask_train.iterations} iterations. Accuracies in %, "
-             f"mean ± sd over seeds; trained rows at the iteration of minimum validation loss.\n"]
+             f"output per round); retraining: {recipe_text(s.train)}; learned supermasks: "
+             f"{recipe_text(s.supermask_train)}. Accuracies in %, mean ± sd over seeds; trained "
+             f"rows at the iteration of minimum validation loss.\n"]
     for study in ["dense", "criteria", "mask1", "mask0", "supermask"]:
         part = table[table.study == study].drop(columns=["study"])
         if len(part):
-            lines.append(f"\n## {study}\n\n" + markdown(part.rename(columns={
+            parts.append(f"\n## {study}\n\n" + markdown(part.rename(columns={
                 "weights_left": "weights left %", "test_acc": "test acc %", "final_test_acc": "final test acc %",
                 "early_stop_iter": "early-stop iter"})))
     unique = trials.drop_duplicates("run")  # a trial shared by several studies counts once
-    lines.append(f"\nTrials: {len(unique)} ({len(trials)} rows); summed training time "
-                 f"{unique.train_wall_s.sum():.0f} s; "
-                 f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-                 f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", "".join(lines))
+    produced_by = footer_line(ctx.provenance(unique.run))
+    write_table(out, *parts, footer(unique, produced_by, note=f" ({len(trials)} table rows)"))
     _plots(trials, out)
     return out
 

@@ -16,18 +16,13 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import (Stopwatch, add_model_args, add_prune_args, add_train_args,
-                                base_parser, fail, load_data, machine, parse_list, pick_device,
-                                preset, run_trial)
+from experiments.common import Context, Experiment, each_seed, parse_list
 from experiments.lottery_ticket.config import VARIANTS, LotteryConfig, Trial, for_scale
 from experiments.lottery_ticket.report import write_report
-from lib import models
 from lib.prune.imp import prune
 from lib.prune.mask import Mask, prunable_layers
-from lib.runs import Run, atomic_torch_save
+from lib.runs import atomic_torch_save
 from lib.train import Hook
-
-EXPERIMENT = "lottery_ticket"
 
 
 class Snapshot(Hook):
@@ -41,45 +36,32 @@ class Snapshot(Hook):
             atomic_torch_save(copy.deepcopy(model.state_dict()), self.path)
 
 
-def parse_args(argv=None) -> tuple[LotteryConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    add_model_args(p)
+def flags(p) -> None:
     p.add_argument("--levels", type=int, default=None, help="pruning rounds after the dense run")
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--rewind-step", type=int, default=None, help="late rewinding iteration k")
-    add_train_args(p)
-    add_prune_args(p)
-    a = p.parse_args(argv)
-    try:
-        scale, cfg = preset(a, for_scale)
-        setup = cfg.setup
-        if a.rewind_step is not None:
-            setup = replace(setup, rewind_step=a.rewind_step)
-        variants = cfg.variants if a.variants is None else parse_list(a.variants, VARIANTS, "variants")
-        cfg = replace(cfg, setup=setup, variants=variants,
-                      levels=cfg.levels if a.levels is None else a.levels,
-                      seeds=cfg.seeds if a.seeds is None else a.seeds)
-        return cfg.validate(), scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
 
 
-def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[dict]:
+def configure(cfg: LotteryConfig, a) -> LotteryConfig:
+    if a.rewind_step is not None:
+        cfg = replace(cfg, setup=replace(cfg.setup, rewind_step=a.rewind_step))
+    if a.variants is not None:
+        cfg = replace(cfg, variants=parse_list(a.variants, VARIANTS, "variants"))
+    return cfg if a.levels is None else replace(cfg, levels=a.levels)
+
+
+def run_seed(ctx: Context, seed: int) -> list[dict]:
     """All levels and variants of one seed; returns one row per trial."""
-    setup = cfg.setup
-
-    def fresh(init_seed: int):
-        torch.manual_seed(init_seed)
-        return models.build(setup.model, data.input_shape, data.num_classes).to(device)
-
-    init_state = copy.deepcopy(fresh(seed).state_dict())
-    kinds = prunable_layers(fresh(seed))
+    cfg, setup = ctx.cfg, ctx.cfg.setup
+    init_state = copy.deepcopy(ctx.build(setup.model, seed).state_dict())
+    kinds = prunable_layers(ctx.build(setup.model, seed))
+    rewind_path = ctx.run(Trial(setup, seed, 0, "ticket")).path("rewind.pt")
     rows, masks, finals = [], {}, {}
     for level in range(cfg.levels + 1):
         for variant in cfg.variants:
             if level == 0 and variant != "ticket":
                 continue  # at level 0 every variant is the same dense net
-            run = Run(EXPERIMENT, Trial(setup, seed, level, variant), scale=scale)
+            run = ctx.run(Trial(setup, seed, level, variant))
             gen = torch.Generator().manual_seed(seed * 1000 + level)
             if variant == "random_mask":
                 prev = masks.get(("random_mask", level - 1), masks[("ticket", 0)])
@@ -89,19 +71,18 @@ def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[di
                 mask = prune(setup.prune, masks[("ticket", level - 1)], kinds, init_state,
                              finals[level - 1], gen)
             elif variant == "ticket":
-                mask = Mask.ones(fresh(seed))
+                mask = Mask.ones(ctx.build(setup.model, seed))
             else:  # reinit: the ticket's mask
                 mask = masks[("ticket", level)]
             masks[(variant, level)] = mask
-            rewind_path = Run(EXPERIMENT, Trial(setup, seed, 0, "ticket"), scale=scale).path("rewind.pt")
             start_state = init_state
             if setup.rewind_step and level > 0:
-                start_state = torch.load(rewind_path, map_location=device, weights_only=True)
+                start_state = torch.load(rewind_path, map_location=ctx.device, weights_only=True)
 
             def build(variant=variant, start_state=start_state):
-                if variant == "reinit":
-                    return fresh(seed + 100_000 * level)  # a new init, same architecture
-                model = fresh(seed)
+                if variant == "reinit":  # a new init, same architecture
+                    return ctx.build(setup.model, seed + 100_000 * level)
+                model = ctx.build(setup.model, seed)
                 model.load_state_dict(start_state)
                 return model
 
@@ -111,32 +92,29 @@ def run_seed(cfg: LotteryConfig, seed: int, data, scale: str, device) -> list[di
                     hooks.append(Snapshot(setup.rewind_step, rewind_path))
                 return hooks
 
-            def after(model, res, run=run, variant=variant):
+            def after(model, res, run=run, variant=variant, mask=mask):
                 if variant == "ticket":
                     atomic_torch_save(model.state_dict(), run.path("final.pt"))
                 mask.save(run.path("mask.pt"))
                 return {"weights_left": mask.density()}
 
             name = f"s{seed}-L{level}-{variant}"
-            res = run_trial(run, experiment=EXPERIMENT, stage="train" if level == 0 else "prune",
-                            scale=scale, name=name, seed=seed, data=data, train_cfg=setup.train,
-                            build=build, hooks_for=hooks_for, after=after)
+            res = ctx.train(run, stage="train" if level == 0 else "prune", name=name, seed=seed,
+                            train_cfg=setup.train, build=build, hooks_for=hooks_for, after=after)
             if variant == "ticket":
-                finals[level] = torch.load(run.path("final.pt"), map_location=device, weights_only=True)
+                finals[level] = torch.load(run.path("final.pt"), map_location=ctx.device,
+                                           weights_only=True)
             print(f"{name:>20}: {res['weights_left']:7.2%} left, test acc {res['test_acc']:.4f} at "
                   f"iteration {res['early_stop_iter']} ({res['train_wall_s']:.1f} s)", flush=True)
             rows.append({"seed": seed, "level": level, "variant": variant, **res})
     return rows
 
 
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
-    rows = [row for seed in range(cfg.seeds) for row in run_seed(cfg, seed, data, scale, device)]
-    out = write_report(cfg, rows, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
-
+EXPERIMENT = Experiment(
+    name="lottery_ticket", doc=__doc__, for_scale=for_scale, run=each_seed(run_seed),
+    report=write_report, model="lenet_300_100", model_help="lenet_300_100, conv2, conv4, conv6",
+    flags=flags, configure=configure, prune_flags=True)
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from lib.prune.imp import PruneConfig
 from lib.train import TrainConfig
 
@@ -15,15 +17,10 @@ VARIANTS = ("ticket", "reinit", "random_mask")
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
-    model: str = "lenet_300_100"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
+class Setup(common.Setup):
     # the paper's LeNet recipe: Adam 1.2e-3, batch 60, 50k iterations
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=1.2e-3, batch_size=60, iterations=50_000, eval_every=100))
+    train: TrainConfig = recipe(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=50_000,
+                                eval_every=100)
     prune: PruneConfig = field(default_factory=PruneConfig)
     rewind_step: int = 0  # 0 = rewind to init; k > 0 = late rewinding to iteration k
 
@@ -37,26 +34,21 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class LotteryConfig:
+class LotteryConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     levels: int = 15  # pruning rounds after the dense run: 0.8^15 -> 3.6% of weights left
-    seeds: int = 2
     variants: tuple[str, ...] = ("ticket", "reinit")
 
     def validate(self) -> "LotteryConfig":
-        self.setup.train.validate()
+        super().validate()
         self.setup.prune.validate()
         for v in self.variants:
             if v not in VARIANTS:
                 raise ValueError(f"variants: unknown '{v}', choose from {', '.join(VARIANTS)}")
         if "ticket" not in self.variants:
             raise ValueError("variants: 'ticket' is required (the other variants use its masks)")
-        if self.levels < 0:
-            raise ValueError(f"levels: must be >= 0, got {self.levels}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
-        if self.setup.rewind_step < 0:
-            raise ValueError(f"rewind_step: must be >= 0, got {self.setup.rewind_step}")
+        require(self.levels >= 0, "levels", ">= 0", self.levels)
+        require(self.setup.rewind_step >= 0, "rewind_step", ">= 0", self.setup.rewind_step)
         return self
 
 
@@ -68,7 +60,7 @@ PAPER_CONV = {"conv2": (2e-4, 20_000, 0.10), "conv4": (3e-4, 25_000, 0.10),
 def for_scale(scale: str, model: str = "lenet_300_100") -> LotteryConfig:
     """The preset of `scale`; at paper scale a conv `model` brings its CIFAR-10 recipe."""
     if scale == "smoke":
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000,
+        setup = Setup(model=model, **SMOKE_DATA,
                       train=TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60,
                                         iterations=120, eval_every=40))
         return LotteryConfig(setup=setup, levels=3, seeds=2)

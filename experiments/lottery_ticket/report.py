@@ -5,53 +5,48 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.lottery_ticket.config import LotteryConfig, Trial
-from lib.report import aggregate, line_plot, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import Run, atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.lottery_ticket.config import Trial
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
+                        write_table, write_trials)
+from lib.runs import atomic_write_text
 
 METRICS = ["weights_left", "test_acc", "final_test_acc", "early_stop_iter", "val_acc"]
 
 
-def learning_curves(cfg: LotteryConfig, trials: pd.DataFrame, scale: str) -> pd.DataFrame:
+def learning_curves(ctx: Context, trials: pd.DataFrame) -> pd.DataFrame:
     """Every trial's evaluation rows (from its metrics.csv), tagged with seed, level, variant."""
     frames = []
     for t in trials.itertuples():
-        run = Run("lottery_ticket", Trial(cfg.setup, int(t.seed), int(t.level), t.variant), scale=scale)
+        run = ctx.run(Trial(ctx.cfg.setup, int(t.seed), int(t.level), t.variant))
         curve = pd.read_csv(run.path("metrics.csv"))
         frames.append(curve.assign(seed=t.seed, level=t.level, variant=t.variant,
                                    weights_left=t.weights_left))
     return pd.concat(frames, ignore_index=True)
 
 
-def write_report(cfg: LotteryConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("lottery_ticket", scale)
-    config_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**row, **config_cols} for row in rows], out)
-    curves = learning_curves(cfg, trials, scale)
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
+    curves = learning_curves(ctx, trials)
     atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
 
     agg = aggregate(trials, ["level", "variant"], METRICS)
-    table = mean_sd_table(agg, ["level", "variant"], METRICS,
-                          digits={"weights_left": 2, "test_acc": 2, "final_test_acc": 2,
-                                  "early_stop_iter": 0, "val_acc": 2},
-                          scale={"weights_left": 100, "test_acc": 100, "final_test_acc": 100,
-                                 "val_acc": 100})
+    table = mean_sd_table(agg, ["level", "variant"], METRICS, digits={"early_stop_iter": 0},
+                          percent=["weights_left", "test_acc", "final_test_acc", "val_acc"])
     table = table.rename(columns={"weights_left": "weights left %", "test_acc": "test acc % (early stop)",
                                   "final_test_acc": "final test acc %", "early_stop_iter": "early-stop iter",
                                   "val_acc": "val acc %"})
     s = cfg.setup
     header = (f"# Lottery ticket: {s.model} on {s.dataset} ({scale} scale)\n\n"
-              f"{s.train.optimizer} lr {s.train.lr}, batch {s.train.batch_size}, "
-              f"{s.train.iterations} iterations per trial, evaluated every {s.train.eval_every}; "
+              f"{recipe_text(s.train)} per trial, evaluated every {s.train.eval_every} steps; "
               f"prune {s.prune.rate_fc:.0%} fc / {s.prune.rate_conv:.0%} conv / "
               f"{s.prune.rate_output:.0%} output per level ({s.prune.scope}), rewind to iteration "
               f"{s.rewind_step}. Mean ± sd over seeds; test accuracy at the iteration of minimum "
               f"validation loss.\n\n")
-    footer = (f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s; "
-              f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-              f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    produced_by = footer_line(ctx.provenance(trials.run))
+    write_table(out, header, markdown(table), footer(trials, produced_by))
 
     line_plot(trials, x="weights_left", y="test_acc", hue="variant", path=out / "test_acc.png",
               logx=True, invert_x=True, xlabel="fraction of weights remaining (log)",

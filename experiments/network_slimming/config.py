@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from lib import models
 from lib.prune import structured
 from lib.prune.surgery import widths
@@ -35,16 +37,16 @@ def lr_sum(cfg: TrainConfig, steps: int) -> float:
     return sum(cfg.lr_at(t, steps) for t in range(steps))
 
 
+# the model of each scale (--model overrides it): the paper's VGG-19 on CIFAR-10
+MODELS = {"smoke": "vgg_narrow", "default": "vgg_narrow", "paper": "vgg19"}
+
+
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_narrow"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=3.0,
-        schedule="step", milestones=(0.5, 0.75), channels_last=True))
+    train: TrainConfig = recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
+                                batch_size=128, epochs=3.0, schedule="step",
+                                milestones=(0.5, 0.75), channels_last=True)
 
 
 @dataclass(frozen=True)
@@ -60,30 +62,26 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class SlimConfig:
+class SlimConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
-    seeds: int = 2
     lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # sparsity training; λ = 0 (baseline) always runs
     ratios: tuple[float, ...] = (0.3, 0.5, 0.7)  # fractions of all BN'd channels removed
     min_keep: float = 0.1  # per-layer floor: a fraction (0, 1) of each layer, or a count >= 1
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=1.0,
-        schedule="cosine", channels_last=True))
+    finetune: TrainConfig = recipe(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4,
+                                   batch_size=128, epochs=1.0, schedule="cosine",
+                                   channels_last=True)
     latency_batch: int = 256
 
     def validate(self) -> "SlimConfig":
         """One-line ValueError for any bad field, before any data is loaded or model trained."""
-        self.setup.train.validate()
+        super().validate()
         self.finetune.validate()
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
         for lam in self.lams:
             if not lam > 0:
                 raise ValueError(f"lams: each λ must be > 0 (λ = 0 is the baseline, always run), got {lam}")
         if not self.ratios:
             raise ValueError("ratios: give at least one pruning ratio")
-        if self.latency_batch < 1:
-            raise ValueError(f"latency_batch: must be >= 1, got {self.latency_batch}")
+        require(self.latency_batch >= 1, "latency_batch", ">= 1", self.latency_batch)
         self.check_model()
         return self
 
@@ -102,9 +100,11 @@ class SlimConfig:
         del scores
 
 
-def for_scale(scale: str, model: str = "vgg_narrow") -> SlimConfig:
+def for_scale(scale: str, model: str | None = None) -> SlimConfig:
+    """The preset of `scale`, for `model` (default: the scale's, `MODELS`)."""
+    model = model or MODELS[scale]
     if scale == "smoke":
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000,
+        setup = Setup(model=model, **SMOKE_DATA,
                       train=TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
                                         batch_size=128, iterations=40, eval_every=20,
                                         schedule="step", milestones=(0.5, 0.75),
@@ -118,6 +118,5 @@ def for_scale(scale: str, model: str = "vgg_narrow") -> SlimConfig:
     if scale == "default":
         return SlimConfig(setup=Setup(model=model), seeds=2)
     # paper: VGG-19 on CIFAR-10, λ = 1e-4, 70% of channels pruned, fine-tuned with the same recipe
-    model = "vgg19" if model == "vgg_narrow" else model
     return SlimConfig(setup=Setup(dataset="cifar10", model=model, train=PAPER_TRAIN), seeds=1,
                       lams=(1e-5, 1e-4), ratios=(0.5, 0.7), min_keep=0.01, finetune=PAPER_TRAIN)

@@ -8,9 +8,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from experiments.common import Context
 from experiments.network_slimming.config import PAPER_STEPS_PER_EPOCH, PAPER_TRAIN, SlimConfig, lr_sum
-from lib.report import line_plot, markdown, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from experiments.provenance import footer_line
+from lib.report import (footer, line_plot, markdown, mean_sd, recipe_text, save_figure,
+                        write_table, write_trials)
+from lib.runs import atomic_write_text
 
 SMALL_GAMMA = 0.01  # |γ| below this counts as switched off in the polarisation summary
 
@@ -20,13 +23,6 @@ def paper_lam_factor(cfg: SlimConfig, n_train: int) -> float:
     ours = lr_sum(cfg.setup.train, cfg.setup.train.total_steps(n_train))
     paper = lr_sum(PAPER_TRAIN, round(PAPER_TRAIN.epochs * PAPER_STEPS_PER_EPOCH))
     return ours / paper
-
-
-def mean_sd(values: pd.Series, digits: int, k: float = 1.0) -> str:
-    v = pd.Series(values).dropna() * k
-    if v.empty:
-        return ""
-    return f"{v.mean():.{digits}f}" if len(v) < 2 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
 
 def paper_table(trials: pd.DataFrame, factor: float) -> pd.DataFrame:
@@ -99,44 +95,38 @@ def gamma_histograms(gammas: pd.DataFrame, path: Path) -> None:
                ylabel="channels")
         ax.grid(alpha=0.3)
     fig.suptitle("BatchNorm scales after training, with and without the L1 penalty", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, legend=False)
 
 
-def write_report(cfg: SlimConfig, rows: list[dict], gammas: list[dict], scale: str, *,
-                 n_train: int, wall_s: float, machine: str) -> Path:
-    out = results_dir("network_slimming", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**row, **setup_cols} for row in rows], out)
+def write_report(ctx: Context, produced: tuple[list[dict], list[dict]]) -> Path:
+    """trials.csv, gammas.csv, table.md and the plots, from `run`'s rows and BN |γ|."""
+    rows, gammas = produced
+    cfg, out = ctx.cfg, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
     gam = pd.DataFrame(gammas)
     atomic_write_text(out / "gammas.csv", gam.to_csv(index=False))
 
-    factor = paper_lam_factor(cfg, n_train)
-    s, ft = cfg.setup, cfg.finetune
-    unit = lambda t: f"{t.epochs or t.iterations} {'epochs' if t.epochs else 'iterations'}"  # noqa: E731
+    factor = paper_lam_factor(cfg, len(ctx.data.train_x))
+    s = cfg.setup
     header = (
-        f"# Network Slimming: {s.model} on {s.dataset} ({scale} scale)\n\n"
-        f"Training: {s.train.optimizer} lr {s.train.lr}, momentum {s.train.momentum}, weight "
-        f"decay {s.train.weight_decay}, batch {s.train.batch_size}, {unit(s.train)}, lr ÷10 at "
+        f"# Network Slimming: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
+        f"Training: {recipe_text(s.train)}, lr ÷10 at "
         f"{', '.join(f'{m:.0%}' for m in s.train.milestones)}; λ > 0 adds λ·sign(γ) to every BN "
         f"γ's gradient. 'λ at paper budget' is the λ with the same total shrink λ·Σlr over the "
         f"paper's 160 epochs at batch 64 (our Σlr is {factor:.2g}× the paper's). Pruning: one "
         f"global |γ| threshold removes the given share of all BN'd channels, each layer "
         f"keeping at least min_keep = {cfg.min_keep} of its "
-        f"channels; the channels are removed physically. Fine-tuning: {ft.optimizer} lr "
-        f"{ft.lr} ({ft.schedule}), momentum {ft.momentum}, {unit(ft)}. Accuracies are of the "
-        f"final weights (no early stopping); 'pruned' is before any fine-tuning. Latency: "
-        f"median of 20 CPU runs on a batch of {cfg.latency_batch} test images, channels_last; "
-        f"speedup = the same seed's unpruned model / the pruned one. widths: channels per "
-        f"conv layer, one entry per seed. γ means |γ| throughout. Mean ± sd over seeds.\n\n")
-    footer = (f"\n## Polarisation of the BN scales\n\n{markdown(gamma_table(gam))}"
-              f"\n## CPU speed of the physically pruned models (every λ and seed pooled)\n\n"
-              f"{markdown(speed_table(trials))}"
-              f"\nTrials: {len(trials)}; summed training time {trials['train_wall_s'].sum():.0f} s; "
-              f"this invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-              f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(paper_table(trials, factor)) + footer)
+        f"channels; the channels are removed physically. Fine-tuning: {recipe_text(cfg.finetune)}. "
+        f"Accuracies are of the final weights (no early stopping); 'pruned' is before any "
+        f"fine-tuning. Latency: median of 20 CPU runs on a batch of {cfg.latency_batch} test "
+        f"images, channels_last; speedup = the same seed's unpruned model / the pruned one. "
+        f"widths: channels per conv layer, one entry per seed. γ means |γ| throughout. "
+        f"Mean ± sd over seeds.\n\n")
+    extra = (f"\n## Polarisation of the BN scales\n\n{markdown(gamma_table(gam))}"
+             f"\n## CPU speed of the physically pruned models (every λ and seed pooled)\n\n"
+             f"{markdown(speed_table(trials))}")
+    write_table(out, header, markdown(paper_table(trials, factor)), extra,
+                footer(trials, footer_line(ctx.provenance(trials.run))))
 
     gamma_histograms(gam, out / "gamma_hist.png")
     curve = trials[trials.stage.isin(["pruned", "finetuned"])].copy()

@@ -17,33 +17,14 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
-import torch
 from torch import nn
 
-from experiments.common import (Stopwatch, add_model_args, base_parser, fail, load_data, machine,
-                                pick_device, preset, run_eval, run_trial)
-from experiments.quantization.config import QuantConfig, Trial, for_scale
+from experiments.common import Context, Experiment, each_seed
+from experiments.quantization.config import Trial, for_scale
 from experiments.quantization.report import write_report
-from lib import models
 from lib.metrics import latency_ms
 from lib.quant import (QuantSpec, apply_to_weights, calibrate_model, cast_roundtrip,
                        fixed_point, model_size_bytes, prepare, quantize_weights_, to_int8)
-from lib.runs import Run, atomic_torch_save
-
-EXPERIMENT = "quantization"
-
-
-def parse_args(argv=None) -> tuple[QuantConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    add_model_args(p)  # conv2 at the default scale is ~4x over its 10-minute budget on 2 cores
-    a = p.parse_args(argv)
-    try:
-        scale, cfg = preset(a, for_scale)
-        if a.seeds is not None:
-            cfg = replace(cfg, seeds=a.seeds)
-        return cfg.validate(), scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
 
 
 def est_size_bytes(model: nn.Module, weight_bits: int, other_bits: int = 32) -> float:
@@ -53,24 +34,15 @@ def est_size_bytes(model: nn.Module, weight_bits: int, other_bits: int = 32) -> 
     return bits / 8
 
 
-def run_seed(cfg: QuantConfig, seed: int, data, scale: str, device) -> list[dict]:
-    setup = cfg.setup
+def run_seed(ctx: Context, seed: int) -> list[dict]:
+    """The float model of `seed`, then every quantized and low-precision copy of it."""
+    cfg, setup, data = ctx.cfg, ctx.cfg.setup, ctx.data
     calib_x = data.train_x[:cfg.calib_size]
 
-    def fresh():
-        torch.manual_seed(seed)
-        return models.build(setup.model, data.input_shape, data.num_classes).to(device)
-
     # ---- the float model, trained once
-    float_run = Run(EXPERIMENT, Trial(setup, seed), scale=scale)
-    res = run_trial(float_run, experiment=EXPERIMENT, stage="train", scale=scale,
-                    name=f"s{seed}-float", seed=seed, data=data, train_cfg=setup.train,
-                    build=fresh, after=lambda m, r: atomic_torch_save(
-                        m.state_dict(), float_run.path("final.pt")))
-    base = fresh()
-    base.load_state_dict(torch.load(float_run.path("final.pt"), map_location=device,
-                                    weights_only=True))
-    base.eval()
+    float_run = ctx.run(Trial(setup, seed))
+    base, res = ctx.train_final(float_run, model=setup.model, seed=seed, name=f"s{seed}-float",
+                                train_cfg=setup.train)
     float_row = {**res, "method": "float", "bits": 32, "early_stop_test_acc": res["test_acc"],
                  "test_acc": res["final_test_acc"], "val_acc": res["final_val_acc"],
                  "size_bytes": est_size_bytes(base, 32)}
@@ -80,8 +52,7 @@ def run_seed(cfg: QuantConfig, seed: int, data, scale: str, device) -> list[dict
         bits = trial.bits if trial.method in ("ptq", "fixed_point") else ""
         name = (f"s{seed}-{trial.method}{bits}-{trial.scope}-{trial.granularity}-"
                 f"{trial.calibration}".rstrip("-"))
-        r = run_eval(Run(EXPERIMENT, trial, scale=scale), experiment=EXPERIMENT, scale=scale,
-                     name=name, data=data, build=build, extra=extra, stage="quantize")
+        r = ctx.evaluate(ctx.run(trial), name=name, build=build, extra=extra, stage="quantize")
         row = {**r, "method": trial.method, "bits": trial.bits, "scope": trial.scope,
                "granularity": trial.granularity, "calibration": trial.calibration}
         print(f"{name:>44}: test acc {row['test_acc']:.4f}", flush=True)
@@ -113,8 +84,7 @@ def run_seed(cfg: QuantConfig, seed: int, data, scale: str, device) -> list[dict
                         QuantSpec(bits=bits, symmetric=False))
             return calibrate_model(m, calib_x, "minmax")
 
-        r = run_trial(Run(EXPERIMENT, trial, scale=scale), experiment=EXPERIMENT, stage="quantize",
-                      scale=scale, name=f"s{seed}-qat{bits}", seed=seed, data=data,
+        r = ctx.train(ctx.run(trial), stage="quantize", name=f"s{seed}-qat{bits}", seed=seed,
                       train_cfg=cfg.qat, build=build_qat)
         print(f"{f's{seed}-qat{bits}':>44}: test acc {r['final_test_acc']:.4f}", flush=True)
         rows.append({**r, "method": "qat", "bits": bits, "scope": "weights+acts",
@@ -134,12 +104,12 @@ def run_seed(cfg: QuantConfig, seed: int, data, scale: str, device) -> list[dict
                         float_latency_ms=latency_ms(cpu_base, batch))
         return q
 
-    int8_data = data if device.type == "cpu" else data.to("cpu")
+    cpu_ctx = ctx if ctx.device.type == "cpu" else replace(ctx, data=data.to("cpu"))
     trial = Trial(setup, seed, "int8", 8, "weights+acts", "per_channel", "histogram",
                   calib_size=cfg.calib_size)
     name = f"s{seed}-int8"
-    r = run_eval(Run(EXPERIMENT, trial, scale=scale), experiment=EXPERIMENT, scale=scale,
-                 name=name, data=int8_data, build=build_int8, extra=measured, stage="quantize")
+    r = cpu_ctx.evaluate(ctx.run(trial), name=name, build=build_int8, extra=measured,
+                         stage="quantize")
     print(f"{name:>44}: test acc {r['test_acc']:.4f}, {r['size_bytes']} vs "
           f"{r['float_size_bytes']} bytes, {r['latency_ms']:.2f} vs {r['float_latency_ms']:.2f} ms",
           flush=True)
@@ -158,14 +128,12 @@ def run_seed(cfg: QuantConfig, seed: int, data, scale: str, device) -> list[dict
     return [{"seed": seed, **row} for row in [float_row, *rows]]
 
 
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
-    rows = [row for seed in range(cfg.seeds) for row in run_seed(cfg, seed, data, scale, device)]
-    out = write_report(cfg, rows, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
-
+EXPERIMENT = Experiment(
+    name="quantization", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
+    # conv2 at the default scale is ~4x over its 10-minute budget on 2 cores
+    model_help="lenet_300_100, conv2, conv4, conv6", report=write_report,
+    run=each_seed(run_seed))
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from lib.quant import check_calibration_name
 from lib.train import TrainConfig
 
@@ -17,14 +19,8 @@ GRANULARITIES = ("per_tensor", "per_channel")
 
 
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
-    model: str = "lenet_300_100"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=1e-3, batch_size=128, epochs=3.0))
+class Setup(common.Setup):
+    train: TrainConfig = recipe(optimizer="adam", lr=1e-3, batch_size=128, epochs=3.0)
 
 
 @dataclass(frozen=True)
@@ -42,31 +38,25 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
-    seeds: int = 2
     bits: tuple[int, ...] = (8, 6, 4, 3, 2)
     calibrations: tuple[str, ...] = ("minmax", "percentile", "mse")
     qat_bits: tuple[int, ...] = (4, 2)
-    qat: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="adam", lr=1e-4, batch_size=128, epochs=1.0))
+    qat: TrainConfig = recipe(optimizer="adam", lr=1e-4, batch_size=128, epochs=1.0)
     frac_bits: tuple[int, ...] = (12, 8, 6, 4, 3, 2)
     floats: tuple[str, ...] = ("float16", "bfloat16")
     calib_size: int = 2000  # training images for activation ranges and int8 calibration
     latency_batch: int = 256
 
     def validate(self) -> "QuantConfig":
-        self.setup.train.validate()
+        super().validate()
         self.qat.validate()
         for c in self.calibrations:
             check_calibration_name(c)
         for b in (*self.bits, *self.qat_bits):
-            if not 2 <= b <= 16:
-                raise ValueError(f"bits: must be in [2, 16], got {b}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
-        if self.calib_size < 1:
-            raise ValueError(f"calib_size: must be >= 1, got {self.calib_size}")
+            require(2 <= b <= 16, "bits", "in [2, 16]", b)
+        require(self.calib_size >= 1, "calib_size", ">= 1", self.calib_size)
         return self
 
     def ptq_grid(self) -> list[tuple[int, str, str, str]]:
@@ -86,7 +76,7 @@ class QuantConfig:
 
 def for_scale(scale: str, model: str = "lenet_300_100") -> QuantConfig:
     if scale == "smoke":
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000,
+        setup = Setup(model=model, **SMOKE_DATA,
                       train=TrainConfig(optimizer="adam", lr=1e-3, batch_size=128,
                                         iterations=60, eval_every=30))
         return QuantConfig(setup=setup, seeds=2,

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.quantization.config import QuantConfig
-from lib.report import aggregate, line_plot, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
+                        write_table, write_trials)
 
 BY = ["method", "bits", "scope", "granularity", "calibration"]
 METRICS = ["test_acc", "size_bytes", "latency_ms"]
@@ -23,17 +24,16 @@ def variant(t: pd.Series) -> str:
     return f"ptq {scope} {t.granularity}{calib}"
 
 
-def write_report(cfg: QuantConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("quantization", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**row, **setup_cols} for row in rows], out)
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    """trials.csv, table.md (one row per method and bit width) and the two plots."""
+    cfg, out = ctx.cfg, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
     for col in ("scope", "granularity", "calibration"):
         trials[col] = trials[col].fillna("")
 
     agg = aggregate(trials, BY, METRICS)
-    table = mean_sd_table(agg, BY, METRICS, digits={"test_acc": 2, "size_bytes": 0, "latency_ms": 2},
-                          scale={"test_acc": 100})
+    table = mean_sd_table(agg, BY, METRICS, digits={"size_bytes": 0, "latency_ms": 2},
+                          percent=["test_acc"])
     table = table.replace({"nan": ""}).rename(columns={
         "test_acc": "test acc %", "size_bytes": "size (bytes)", "latency_ms": "latency (ms)"})
     order = {m: i for i, m in enumerate(("float", "ptq", "qat", "int8", "fixed_point", "float16",
@@ -41,11 +41,9 @@ def write_report(cfg: QuantConfig, rows: list[dict], scale: str, *, wall_s: floa
     table = table.sort_values(["method", "bits"], key=lambda c: c.map(order) if c.name == "method"
                               else -c, kind="stable")
     s = cfg.setup
-    header = (f"# Quantization: {s.model} on {s.dataset} ({scale} scale)\n\n"
-              f"Float model: {s.train.optimizer} lr {s.train.lr}, batch {s.train.batch_size}, "
-              f"{s.train.epochs or s.train.iterations} {'epochs' if s.train.epochs else 'iterations'}; "
-              f"QAT fine-tunes it with {cfg.qat.optimizer} lr {cfg.qat.lr} for "
-              f"{cfg.qat.epochs or cfg.qat.iterations} {'epochs' if cfg.qat.epochs else 'iterations'}. "
+    header = (f"# Quantization: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
+              f"Float model: {recipe_text(s.train)}; QAT fine-tunes it with "
+              f"{recipe_text(cfg.qat)}. "
               f"Every accuracy is of the final weights (no early stopping), so PTQ rows compare "
               f"directly with the float row. Weights are quantized symmetrically, activations "
               f"(weights+acts) per tensor, asymmetric, range calibrated on {cfg.calib_size} "
@@ -60,10 +58,8 @@ def write_report(cfg: QuantConfig, rows: list[dict], scale: str, *, wall_s: floa
                    f"{int8.float_size_bytes.mean():.0f} bytes "
                    f"({int8.size_bytes.mean() / int8.float_size_bytes.mean():.2f}×), latency "
                    f"{int8.latency_ms.mean():.2f} vs {int8.float_latency_ms.mean():.2f} ms.\n")
-    footer = (f"{compare}\nTrials: {len(trials)}; summed training time "
-              f"{trials['train_wall_s'].sum():.0f} s; this invocation {wall_s:.0f} s (finished "
-              f"trials are reused, not re-run).\nMachine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    produced_by = footer_line(ctx.provenance(trials.run))
+    write_table(out, header, markdown(table), compare, footer(trials, produced_by))
 
     quant = trials[trials.method.isin(["ptq", "qat"])].copy()
     quant["variant"] = quant.apply(variant, axis=1)

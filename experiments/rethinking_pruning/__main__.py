@@ -18,127 +18,84 @@ Outputs: results/rethinking_pruning/<scale>/.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
 import torch
+from torch import nn
 
-from experiments.common import (Stopwatch, add_train_args, base_parser, fail, load_data, machine,
-                                pick_device, preset, run_eval, run_trial)
-from experiments.rethinking_pruning.config import (LOTTERY_METHODS, METHODS, RethinkConfig, Trial,
-                                                   for_scale, scaled)
-from experiments.rethinking_pruning.pruning import check_prunable, prune_model
+from experiments.common import Context, Experiment, each_seed, parse_floats
+from experiments.rethinking_pruning.config import (LOTTERY_METHODS, METHODS, MODELS, RethinkConfig,
+                                                   Trial, for_scale, scaled)
+from experiments.rethinking_pruning.pruning import Pruned, prune_model
 from experiments.rethinking_pruning.report import write_report
-from lib import models
 from lib.metrics import count_macs, count_params
 from lib.prune.slimming import SlimmingHook
-from lib.prune.surgery import prunable_units
-from lib.runs import Run, atomic_torch_save
-
-EXPERIMENT = "rethinking_pruning"
+from lib.runs import atomic_torch_save
+from lib.train import TrainConfig
 
 
-def _floats(text: str, field: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"{field}: expected comma-separated numbers, got '{text}'") from None
-    if not values:
-        raise ValueError(f"{field}: empty list")
-    return values
-
-
-def check_model(cfg: RethinkConfig) -> None:
-    """Every method can prune the model at every ratio (a probe model; no data, no training)."""
-    name = cfg.setup.model
-    shape = (3, 32, 32) if cfg.setup.dataset.startswith("cifar") else (1, 28, 28)
-    probe = models.build(name, shape, 10)
-    try:
-        units = prunable_units(probe)
-    except ValueError:
-        raise ValueError(f"model: '{name}' is not supported by channel surgery; choose a VGG "
-                         f"(vgg_narrow, vgg16, ...) or a ResNet (resnet20, ...)") from None
-    if any(u.bn is None for u in units.values()):
-        raise ValueError(f"model: '{name}' has no BatchNorm after its prunable layers (Network "
-                         f"Slimming needs one); choose a VGG or a ResNet")
-    for method in METHODS:
-        for r in cfg.ratios(method):
-            try:
-                check_prunable(probe, method, r, cfg.min_keep)
-            except ValueError as e:
-                raise ValueError(f"{method}_ratios: {e}") from None
-
-
-def parse_args(argv=None) -> tuple[RethinkConfig, str, torch.device]:
-    p = base_parser(f"python -m experiments.{EXPERIMENT}", __doc__)
-    p.add_argument("--model", default="vgg_narrow", help="a VGG or ResNet (surgery-supported, with BN)")
-    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+def flags(p: argparse.ArgumentParser) -> None:
     for m in METHODS:
         p.add_argument(f"--{m}-ratios", default=None, help=f"comma list of {m} prune ratios in (0, 1)")
     p.add_argument("--lam", type=float, default=None, help="BN-γ L1 penalty of the slimming baseline")
     p.add_argument("--lottery-lrs", default=None, help="comma list of learning rates (ticket vs random)")
-    add_train_args(p)
-    a = p.parse_args(argv)
-    try:
-        scale, cfg = preset(a, for_scale)
-        changes = {f"{m}_ratios": _floats(getattr(a, f"{m}_ratios"), f"{m}_ratios")
-                   for m in METHODS if getattr(a, f"{m}_ratios") is not None}
-        if a.lottery_lrs is not None:
-            changes["lottery_lrs"] = _floats(a.lottery_lrs, "lottery_lrs")
-        if a.lam is not None:
-            changes["lam"] = a.lam
-        if a.seeds is not None:
-            changes["seeds"] = a.seeds
-        cfg = replace(cfg, **changes).validate()
-        check_model(cfg)
-        return cfg, scale, pick_device(a.device)
-    except ValueError as e:
-        fail(str(e))
 
 
-def run_seed(cfg: RethinkConfig, seed: int, data, scale: str, device) -> list[dict]:
-    setup, rows = cfg.setup, []
-    shape = data.input_shape
+def configure(cfg: RethinkConfig, a: argparse.Namespace) -> RethinkConfig:
+    """`cfg` with the per-method ratios, --lam and --lottery-lrs applied."""
+    changes = {f"{m}_ratios": parse_floats(getattr(a, f"{m}_ratios"), f"{m}_ratios")
+               for m in METHODS if getattr(a, f"{m}_ratios") is not None}
+    if a.lottery_lrs is not None:
+        changes["lottery_lrs"] = parse_floats(a.lottery_lrs, "lottery_lrs")
+    if a.lam is not None:
+        changes["lam"] = a.lam
+    return replace(cfg, **changes)
 
-    def fresh(torch_seed: int = seed):
-        torch.manual_seed(torch_seed)
-        return models.build(setup.model, shape, data.num_classes).to(device)
 
-    def measure(m) -> dict:
-        return {"params": count_params(m), "macs": count_macs(m, shape)}
+def run_seed(ctx: Context, seed: int) -> list[dict]:
+    """Every trial of one seed: the large models, each method's pruned nets and their
+    retraining variants, and the lottery comparison; one row per trial."""
+    cfg, setup, rows = ctx.cfg, ctx.cfg.setup, []
+    shape = ctx.data.input_shape
+
+    def fresh(torch_seed: int = seed) -> nn.Module:
+        return ctx.build(setup.model, torch_seed)
 
     def base_lr(lr: float) -> float:
         return 0.0 if lr == setup.train.lr else lr
 
-    def epochs(train_cfg) -> float:
+    def epochs(train_cfg: TrainConfig) -> float:
         """Epochs of a recipe (smoke counts iterations: converted at its batch size)."""
-        n = len(data.train_x)
+        n = len(ctx.data.train_x)
         return train_cfg.epochs or round(train_cfg.iterations * train_cfg.batch_size / n, 3)
 
     large, nets = {}, {}  # (lr, lam) -> trained large model; (method, ratio, lr) -> Pruned
 
-    def large_model(lr: float, lam: float):
+    def large_model(lr: float, lam: float) -> nn.Module:
         """Train (or reuse) the large model at `lr` with BN-γ penalty `lam`; add its row."""
         if (lr, lam) in large:
             return large[(lr, lam)]
-        run = Run(EXPERIMENT, Trial(setup, seed, base_lr=base_lr(lr), base_lam=lam), scale=scale)
+        run = ctx.run(Trial(setup, seed, base_lr=base_lr(lr), base_lam=lam))
         name = f"s{seed}-large-lr{lr:g}" + (f"-lam{lam:g}" if lam else "")
 
-        def after(m, r) -> dict:
+        def after(m: nn.Module, _) -> dict:
             atomic_torch_save(m.state_dict(), run.path("final.pt"))
-            return measure(m)
+            return {"params": count_params(m), "macs": count_macs(m, shape)}
 
-        res = run_trial(run, experiment=EXPERIMENT, stage="train", scale=scale, name=name,
-                        seed=seed, data=data, train_cfg=replace(setup.train, lr=lr), build=fresh,
+        res = ctx.train(run, stage="train", name=name, seed=seed,
+                        train_cfg=replace(setup.train, lr=lr), build=fresh,
                         hooks_for=lambda m: [SlimmingHook(lam)] if lam else [], after=after)
         model = fresh()
-        model.load_state_dict(torch.load(run.path("final.pt"), map_location=device, weights_only=True))
+        model.load_state_dict(torch.load(run.path("final.pt"), map_location=ctx.device,
+                                         weights_only=True))
         large[(lr, lam)] = model.eval()
         rows.append(row(res, method="slimming" if lam else "unpruned", prune_ratio=0.0,
                         variant="baseline", lr=lr, epochs=epochs(setup.train), budget=1.0))
         print(f"{name:>40}: test acc {rows[-1]['test_acc']:.4f}", flush=True)
         return model
 
-    def pruned_net(method: str, ratio: float, lr: float):
+    def pruned_net(method: str, ratio: float, lr: float) -> tuple[Pruned, float]:
         lam = cfg.lam if method == "slimming" else 0.0
         if (method, ratio, lr) not in nets:
             final = large_model(lr, lam)
@@ -146,28 +103,27 @@ def run_seed(cfg: RethinkConfig, seed: int, data, scale: str, device) -> list[di
                                                     shape, cfg.min_keep)
         return nets[(method, ratio, lr)], lam
 
-    def retrain(method, ratio, lr, start, variant, train_cfg=None):
+    def retrain(method: str, ratio: float, lr: float, start: str, variant: str,
+                train_cfg: TrainConfig | None = None) -> Pruned:
         """One pruned-net trial: trained with `train_cfg`, or (None) evaluated as pruned."""
         pr, lam = pruned_net(method, ratio, lr)
         trial = Trial(setup, seed, base_lr=base_lr(lr), base_lam=lam, method=method,
                       prune_ratio=ratio, min_keep=cfg.min_keep if method == "slimming" else 1,
                       start=start, retrain=train_cfg)
-        run = Run(EXPERIMENT, trial, scale=scale)
+        run = ctx.run(trial)
         name = f"s{seed}-{method}{ratio:g}-{variant}-lr{lr:g}"
         if train_cfg is None:
             measured: dict = {}  # filled by build(), read by run_eval after it
 
-            def build():
+            def build() -> nn.Module:
                 m = pr.start(start)
                 measured.update(pr.measure(m))
                 return m
 
-            res = run_eval(run, experiment=EXPERIMENT, scale=scale, name=name, data=data,
-                           build=build, extra=measured, stage="prune")
+            res = ctx.evaluate(run, name=name, build=build, extra=measured, stage="prune")
         else:
             stage = "finetune" if start == "trained" else "train"
-            res = run_trial(run, experiment=EXPERIMENT, stage=stage, scale=scale, name=name,
-                            seed=seed, data=data, train_cfg=train_cfg,
+            res = ctx.train(run, stage=stage, name=name, seed=seed, train_cfg=train_cfg,
                             build=lambda: pr.start(start), hooks_for=pr.hooks_for,
                             after=lambda m, r: pr.measure(m))
         rows.append(row(res, method=method, prune_ratio=ratio, variant=variant,
@@ -200,14 +156,11 @@ def row(res: dict, **fields) -> dict:
             "train_wall_s": res["train_wall_s"], "run": res["run"]}
 
 
-def main(argv=None) -> None:
-    cfg, scale, device = parse_args(argv)
-    clock = Stopwatch()
-    data = load_data(cfg.setup, device)
-    rows = [r for seed in range(cfg.seeds) for r in run_seed(cfg, seed, data, scale, device)]
-    out = write_report(cfg, rows, scale, wall_s=clock.seconds, machine=machine())
-    print(f"wrote {out}/trials.csv, table.md and plots in {clock.seconds:.1f} s")
-
+HELP = "a VGG or ResNet with BN that surgery supports: vgg_narrow, vgg16, resnet56, ..."
+EXPERIMENT = Experiment("rethinking_pruning", __doc__, for_scale, each_seed(run_seed),
+                        write_report, model=MODELS, model_help=HELP, flags=flags,
+                        configure=configure)
+main = EXPERIMENT.main
 
 if __name__ == "__main__":
     main()

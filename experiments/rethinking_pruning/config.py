@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
+from experiments.rethinking_pruning.pruning import check_prunable
+from lib import models
+from lib.prune.surgery import prunable_units
 from lib.train import TrainConfig
 
 METHODS = ("l1", "slimming", "unstructured")
 LOTTERY_METHODS = ("l1", "unstructured")  # the paper's Section 6: structured vs unstructured
-STARTS = ("trained", "ticket", "random")
 
 
 def _sgd(lr: float = 0.1, **kw) -> TrainConfig:
@@ -25,13 +29,13 @@ def _sgd(lr: float = 0.1, **kw) -> TrainConfig:
                        **kw)
 
 
+# the model of each scale (--model overrides it): the paper's VGG-16 on CIFAR-10
+MODELS = {"smoke": "vgg_narrow", "default": "vgg_narrow", "paper": "vgg16"}
+
+
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_narrow"
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
     train: TrainConfig = field(default_factory=lambda: _sgd(epochs=2.0))
 
 
@@ -56,17 +60,15 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class RethinkConfig:
+class RethinkConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
-    seeds: int = 2
     l1_ratios: tuple[float, ...] = (0.5,)  # fraction of each conv's filters (Li et al.)
     slimming_ratios: tuple[float, ...] = (0.5,)  # fraction of all channels, one global threshold
     unstructured_ratios: tuple[float, ...] = (0.8,)  # fraction of each layer's weights
     lam: float = 1e-2  # BN-γ penalty of the slimming baseline; 2 epochs need far more than the paper's 1e-4 (README)
     min_keep: int = 1
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=1.0,
-        channels_last=True))
+    finetune: TrainConfig = recipe(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4,
+                                   batch_size=128, epochs=1.0, channels_last=True)
     scratch_b_cap: float = 2.0  # the paper: more than 2x cheaper -> just double the epochs
     lottery_lrs: tuple[float, ...] = (0.01, 0.1)
 
@@ -74,24 +76,41 @@ class RethinkConfig:
         return getattr(self, f"{method}_ratios")
 
     def validate(self) -> "RethinkConfig":
-        self.setup.train.validate()
+        """One-line ValueError for any bad field, before any data is loaded or model trained."""
+        super().validate()
         self.finetune.validate()
         for m in METHODS:
             for r in self.ratios(m):
                 if not 0 < r < 1:
                     raise ValueError(f"{m}_ratios: each must be in (0, 1), got {r}")
-        if not self.lam >= 0:
-            raise ValueError(f"lam: must be >= 0, got {self.lam}")
-        if self.min_keep < 1:
-            raise ValueError(f"min_keep: must be >= 1, got {self.min_keep}")
-        if not self.scratch_b_cap >= 1:
-            raise ValueError(f"scratch_b_cap: must be >= 1, got {self.scratch_b_cap}")
+        require(self.lam >= 0, "lam", ">= 0", self.lam)
+        require(self.min_keep >= 1, "min_keep", ">= 1", self.min_keep)
+        require(self.scratch_b_cap >= 1, "scratch_b_cap", ">= 1", self.scratch_b_cap)
         for lr in self.lottery_lrs:
             if not lr > 0:
                 raise ValueError(f"lottery_lrs: each must be > 0, got {lr}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
+        self.check_model()
         return self
+
+    def check_model(self) -> None:
+        """Every method can prune the model at every ratio (a probe model; no data, no training)."""
+        name = self.setup.model
+        shape = (3, 32, 32) if self.setup.dataset.startswith("cifar") else (1, 28, 28)
+        probe = models.build(name, shape, 10)
+        try:
+            units = prunable_units(probe)
+        except ValueError:
+            raise ValueError(f"model: '{name}' is not supported by channel surgery; choose a VGG "
+                             f"(vgg_narrow, vgg16, ...) or a ResNet (resnet20, ...)") from None
+        if any(u.bn is None for u in units.values()):
+            raise ValueError(f"model: '{name}' has no BatchNorm after its prunable layers (Network "
+                             f"Slimming needs one); choose a VGG or a ResNet")
+        for method in METHODS:
+            for r in self.ratios(method):
+                try:
+                    check_prunable(probe, method, r, self.min_keep)
+                except ValueError as e:
+                    raise ValueError(f"{method}_ratios: {e}") from None
 
 
 def scaled(cfg: TrainConfig, factor: float) -> TrainConfig:
@@ -101,9 +120,11 @@ def scaled(cfg: TrainConfig, factor: float) -> TrainConfig:
     return replace(cfg, iterations=max(1, round(cfg.iterations * factor)))
 
 
-def for_scale(scale: str, model: str = "vgg_narrow") -> RethinkConfig:
+def for_scale(scale: str, model: str | None = None) -> RethinkConfig:
+    """The preset of `scale`, for `model` (default: the scale's, `MODELS`)."""
+    model = model or MODELS[scale]
     if scale == "smoke":
-        setup = Setup(model=model, val_size=300, train_limit=2000, test_limit=500,
+        setup = Setup(model=model, **SMOKE_DATA,
                       train=replace(_sgd(iterations=12, eval_every=12), batch_size=64))
         return RethinkConfig(setup=setup, seeds=2, finetune=TrainConfig(
             optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, batch_size=64,
@@ -113,7 +134,7 @@ def for_scale(scale: str, model: str = "vgg_narrow") -> RethinkConfig:
         return RethinkConfig(setup=Setup(model=model, train_limit=40_000), seeds=2)
     # the paper: VGG-16 / ResNet-56 on CIFAR-10, 160 epochs, batch 64, augmentation; L1 fine-tunes
     # 40 epochs at 1e-3; slimming trains with λ = 1e-4; 5 runs per setting
-    setup = Setup(dataset="cifar10", model=model if model != "vgg_narrow" else "vgg16",
+    setup = Setup(dataset="cifar10", model=model,
                   train=replace(_sgd(epochs=160.0), batch_size=64, augment=True))
     return RethinkConfig(setup=setup, seeds=5, l1_ratios=(0.3, 0.5), slimming_ratios=(0.4, 0.6),
                          unstructured_ratios=(0.5, 0.8, 0.95), lam=1e-4,

@@ -8,28 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from experiments.rethinking_pruning.config import RethinkConfig  # noqa: E402
-from lib.report import aggregate, markdown, mean_sd_table, results_dir, write_trials  # noqa: E402
-from lib.runs import atomic_write_text, flat_config  # noqa: E402
+from experiments.common import Context
+from experiments.provenance import footer_line
+from lib.report import (aggregate, footer, markdown, mean_sd, mean_sd_table, recipe_text,
+                        save_figure, write_table, write_trials)
 
 VARIANTS = ("baseline", "pruned", "finetune", "scratch_e", "scratch_b", "ticket_init", "random_init")
 BY = ["method", "prune_ratio", "variant", "lr", "epochs"]
 METRICS = ["test_acc", "params", "macs"]
 
 
-def pm(values: pd.Series, k: float = 100.0, digits: int = 2) -> str:
-    """'mean ± sd' of `values` × k (just the mean for one value, '' for none)."""
-    v = values.dropna() * k
-    if v.empty:
-        return ""
-    return f"{v.mean():.{digits}f}" if len(v) < 2 else f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+def pm(accuracies: pd.Series) -> str:
+    """'mean ± sd' of accuracies, in %."""
+    return mean_sd(accuracies, digits=2, k=100.0)
 
 
 def baseline_of(trials: pd.DataFrame, method: str, lr: float) -> pd.DataFrame:
@@ -93,11 +88,7 @@ def bar_plot(trials: pd.DataFrame, path: Path, lr: float) -> None:
     ax.set_ylim(max(0.0, lo - 0.03), min(1.0, df.test_acc.max() + 0.02))
     ax.set(title="Fine-tuned pruned weights vs the pruned architecture trained from scratch",
            xlabel="method and prune ratio", ylabel="test accuracy")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 def lottery_plot(lot: pd.DataFrame, path: Path) -> None:
@@ -111,31 +102,22 @@ def lottery_plot(lot: pd.DataFrame, path: Path) -> None:
                   order=sorted(lot.lr.unique(), key=float))
     ax.set(title="Winning-ticket init vs random init of the pruned net",
            xlabel="learning rate (large model and retraining)", ylabel="test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
-def write_report(cfg: RethinkConfig, rows: list[dict], scale: str, *, wall_s: float,
-                 machine: str) -> Path:
-    out = results_dir("rethinking_pruning", scale)
-    setup_cols = {k: str(v) if isinstance(v, list) else v for k, v in flat_config(cfg.setup).items()}
-    trials = write_trials([{**row, **setup_cols} for row in rows], out)
-    lr0 = cfg.setup.train.lr
-    s, ft = cfg.setup, cfg.finetune
-    unit = "epochs" if s.train.epochs else "iterations"
+def write_report(ctx: Context, rows: list[dict]) -> Path:
+    """trials.csv, table.md (three parts, see the module docstring) and the two plots."""
+    cfg, out = ctx.cfg, ctx.out
+    trials = write_trials(rows, out, setup=cfg.setup)
+    s, lr0 = cfg.setup, cfg.setup.train.lr
     header = (
-        f"# Rethinking the value of pruning: {s.model} on {s.dataset} ({scale} scale)\n\n"
-        f"Large model: SGD lr {lr0} (momentum {s.train.momentum}, weight decay "
-        f"{s.train.weight_decay}, lr ÷10 at 50% and 75%), batch {s.train.batch_size}, "
-        f"{s.train.epochs or s.train.iterations} {unit}; the slimming baseline adds the BN-γ "
-        f"penalty λ = {cfg.lam:g}. Pruning, one shot from the trained model: l1 removes each conv's "
-        f"lowest-L1 filters, slimming the channels under one global |γ| threshold (each layer "
-        f"keeps ≥ {cfg.min_keep}), unstructured each layer's smallest weights (masked, dense "
-        f"shape). fine-tuned: the pruned weights, SGD lr {ft.lr} for "
-        f"{ft.epochs or ft.iterations} {'epochs' if ft.epochs else 'iterations'}. Scratch-E: the "
+        f"# Rethinking the value of pruning: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
+        f"Large model: {recipe_text(s.train)} (lr ÷10 at 50% and 75%); the slimming baseline "
+        f"adds the BN-γ penalty λ = {cfg.lam:g}. Pruning, one shot from the trained model: l1 "
+        f"removes each conv's lowest-L1 filters, slimming the channels under one global |γ| "
+        f"threshold (each layer keeps ≥ {cfg.min_keep}), unstructured each layer's smallest "
+        f"weights (masked, dense shape). fine-tuned: the pruned weights, "
+        f"{recipe_text(cfg.finetune)}. Scratch-E: the "
         f"pruned architecture (or mask) from a random init, the large model's recipe. Scratch-B: "
         f"the same, epochs × min(cost ratio, {cfg.scratch_b_cap:g}); cost ratio = MACs large / "
         f"pruned (structured) or parameters / non-zero parameters (unstructured). Test accuracy "
@@ -150,17 +132,15 @@ def write_report(cfg: RethinkConfig, rows: list[dict], scale: str, *, wall_s: fl
                  f"lr {lr0:g} random init is the Scratch-E run. ticket − random: mean ± sd of the "
                  "per-seed difference.\n\n" + markdown(lot))
     agg = aggregate(trials, BY, METRICS)
-    full = mean_sd_table(agg, BY, METRICS, digits={"test_acc": 2, "params": 0, "macs": 0},
-                         scale={"test_acc": 100})
+    full = mean_sd_table(agg, BY, METRICS, digits={"params": 0, "macs": 0}, percent=["test_acc"])
     order = {v: i for i, v in enumerate(VARIANTS)}
     full = full.sort_values(["method", "prune_ratio", "variant", "lr"], kind="stable",
                             key=lambda c: c.map(order) if c.name == "variant" else c)
     body += "\n## Every trial group\n\n" + markdown(full.rename(columns={"test_acc": "test acc %"}))
-    footer = (f"\nTrials: {len(trials)} rows ({trials.run.nunique()} distinct runs); summed "
-              f"training time {trials.drop_duplicates('run').train_wall_s.sum():.0f} s; this "
-              f"invocation {wall_s:.0f} s (finished trials are reused, not re-run).\n"
-              f"Machine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + body + footer)
+    # a run shared by two rows (random init at lr0 is Scratch-E) is counted once
+    runs = trials.drop_duplicates("run")
+    note = f" ({len(trials)} table rows: a run that two rows share counts once)"
+    write_table(out, header, body, footer(runs, footer_line(ctx.provenance(trials.run)), note))
 
     bar_plot(trials, out / "finetune_vs_scratch.png", lr0)
     lot_rows = trials[trials.variant.isin(["ticket_init", "random_init"])].copy()

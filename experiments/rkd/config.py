@@ -12,8 +12,10 @@ cross-entropy then weighted 1 − α.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from experiments import common
+from experiments.common import SMOKE_DATA, recipe, require
 from experiments.teachers import TeacherSpec
 from lib.train import TrainConfig
 
@@ -33,25 +35,16 @@ METHODS: dict[str, tuple[str, ...]] = {
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "sp+kd")  # sp+kd: opt-in (--methods)
 
 
-def student_recipe(epochs: float = 0.0, iterations: int = 0, eval_every: int = 0,
-                   lr: float = 0.1) -> TrainConfig:
-    """SGD with momentum and a cosine schedule, as the shared teacher is trained."""
-    return TrainConfig(optimizer="sgd", lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                       epochs=epochs, iterations=iterations, schedule="cosine",
-                       eval_every=eval_every, channels_last=True)
-
-
 @dataclass(frozen=True)
-class Setup:
-    dataset: str = "fashion_mnist"
+class Setup(common.Setup):
     model: str = "vgg_tiny"  # the student
-    val_size: int = 5000
-    train_limit: int = 0  # 0 = all
-    test_limit: int = 0
+    # SGD with momentum and a cosine schedule, as the shared teacher is trained. One epoch: the
+    # angle-wise loss (B³ triplets) and SP's online teacher cost 3-4x a plain student step, and
+    # 27 students must fit the default scale's 10 minutes on 2 cores
+    train: TrainConfig = recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                batch_size=128, epochs=1.0, schedule="cosine", eval_every=143,
+                                channels_last=True)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    # one epoch: the angle-wise loss (B³ triplets) and SP's online teacher cost 3-4x a plain
-    # student step, and 27 students must fit the default scale's 10 minutes on 2 cores
-    train: TrainConfig = field(default_factory=lambda: student_recipe(epochs=1.0, eval_every=143))
     kd_alpha: float = 0.9  # KD weight; the cross-entropy gets 1 − alpha when KD is on
     kd_T: float = 4.0
     w_distance: float = 25.0  # RKD distance-wise weight (CIFAR code)
@@ -73,7 +66,7 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class RKDConfig:
+class RKDConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     seeds: int = 3
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -83,40 +76,27 @@ class RKDConfig:
     loss_batch: int = 128  # batch size for the RKD loss values on the test sample
 
     def validate(self) -> "RKDConfig":
-        s = self.setup
-        s.train.validate()
-        s.teacher.train.validate()
-        for name in ("dataset", "val_size", "train_limit", "test_limit"):
-            if getattr(s.teacher, name) != getattr(s, name):
-                raise ValueError(f"teacher.{name}: must equal the student's {name} "
-                                 f"({getattr(s, name)}), got {getattr(s.teacher, name)}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds: must be >= 1, got {self.seeds}")
+        s = super().validate().setup
+        s.teacher.validate()
+        s.check_same_data(s.teacher, "teacher")
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods: unknown '{m}', choose from {', '.join(METHODS)}")
-        if not 0.0 <= s.kd_alpha <= 1.0:
-            raise ValueError(f"kd_alpha: must be in [0, 1], got {s.kd_alpha}")
-        if not s.kd_T > 0:
-            raise ValueError(f"kd_T: must be > 0, got {s.kd_T}")
+        require(0.0 <= s.kd_alpha <= 1.0, "kd_alpha", "in [0, 1]", s.kd_alpha)
+        require(s.kd_T > 0, "kd_T", "> 0", s.kd_T)
         if not 2 <= self.angle_size <= self.struct_size:
             raise ValueError(f"angle_size: must be in [2, struct_size={self.struct_size}], "
                              f"got {self.angle_size}")
-        if not 1 <= self.knn_k < self.struct_size:
-            raise ValueError(f"knn_k: must be in [1, {self.struct_size - 1}], got {self.knn_k}")
-        if self.loss_batch < 2:
-            raise ValueError(f"loss_batch: must be >= 2, got {self.loss_batch}")
+        require(1 <= self.knn_k < self.struct_size, "knn_k", "in [1, {self.struct_size - 1}]", self.knn_k)
+        require(self.loss_batch >= 2, "loss_batch", ">= 2", self.loss_batch)
         return self
 
 
 def for_scale(scale: str, model: str = "vgg_tiny") -> RKDConfig:
-    if scale == "smoke":
-        teacher = TeacherSpec(val_size=500, train_limit=2000, test_limit=1000,
-                              train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9,
-                                                batch_size=128, iterations=40, eval_every=20,
-                                                schedule="cosine", channels_last=True))
-        setup = Setup(model=model, val_size=500, train_limit=2000, test_limit=1000,
-                      teacher=teacher, train=student_recipe(lr=0.05, iterations=20, eval_every=10))
+    if scale == "smoke":  # the tiny teacher every smoke run shares
+        setup = Setup(model=model, **SMOKE_DATA, teacher=TeacherSpec.smoke(),
+                      train=replace(Setup().train, lr=0.05, epochs=0.0, iterations=20,
+                                    eval_every=10))
         return RKDConfig(setup=setup, seeds=2, struct_size=256, angle_size=48, loss_batch=64)
     if scale == "default":
         return RKDConfig(setup=Setup(model=model), seeds=3)

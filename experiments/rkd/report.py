@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns  # noqa: E402
+import seaborn as sns
+from torch import Tensor
 
-from experiments.rkd.config import METHODS, RKDConfig
-from lib.report import aggregate, markdown, mean_sd_table, results_dir, write_trials
-from lib.runs import atomic_write_text, flat_config
+from experiments.common import Context
+from experiments.provenance import footer_line
+from experiments.rkd.config import METHODS
+from experiments.rkd.layers import Layers
+from experiments.rkd.structure import spearman
+from lib.report import (aggregate, config_columns, footer, markdown, mean_sd_table, recipe_text,
+                        save_figure, write_table, write_trials)
 
 STRUCTURE = ["dist_spearman", "angle_pearson", "rkd_d_loss", "knn_overlap", "recall_at_1"]
 METRICS = ["test_acc", "delta_acc", *STRUCTURE]
@@ -21,6 +24,17 @@ ORDER = ["teacher", *METHODS]
 LABELS = {"test_acc": "test acc %", "delta_acc": "Δ vs student (points)",
           "dist_spearman": "distance Spearman", "angle_pearson": "angle Pearson",
           "rkd_d_loss": "RKD-D loss", "knn_overlap": "kNN overlap", "recall_at_1": "recall@1 %"}
+
+
+@dataclass
+class Produced:
+    """What the run hands the report: one row per trial (the teacher's first), the layers the
+    terms read, the raw pixels' structure metrics, and seed 0's pairwise distances per model."""
+
+    rows: list[dict]
+    layers: Layers
+    pixels: dict[str, float]
+    scatter: dict[str, Tensor]
 
 
 def with_delta(trials: pd.DataFrame) -> pd.DataFrame:
@@ -32,23 +46,19 @@ def with_delta(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_report(cfg: RKDConfig, rows: list[dict], scale: str, *, wall_s: float, machine: str,
-                 layers, pixels: dict, scatter: dict) -> Path:
-    out = results_dir("rkd", scale)
-    setup_cols = {f"setup.{k}": str(v) if isinstance(v, list) else v
-                  for k, v in flat_config(cfg.setup).items()}
+def write_report(ctx: Context, produced: Produced) -> Path:
+    cfg, out, layers, pixels = ctx.cfg, ctx.out, produced.layers, produced.pixels
+    setup_cols = {f"setup.{k}": v for k, v in config_columns(cfg.setup).items()}
     layer_cols = {f"{side}_{role}_layer": name for side, names in
                   (("student", layers.student), ("teacher", layers.teacher))
                   for role, name in names.items() if role != "logits"}
-    trials = write_trials([{**row, **layer_cols, **setup_cols} for row in rows], out)
+    trials = write_trials([{**row, **layer_cols, **setup_cols} for row in produced.rows], out)
     trials = with_delta(trials)
 
     agg = aggregate(trials, ["method"], METRICS)
     table = mean_sd_table(agg, ["method"], METRICS,
-                          digits={"test_acc": 2, "delta_acc": 2, "dist_spearman": 3,
-                                  "angle_pearson": 3, "rkd_d_loss": 4, "knn_overlap": 3,
-                                  "recall_at_1": 2},
-                          scale={"test_acc": 100, "delta_acc": 100, "recall_at_1": 100})
+                          percent=["test_acc", "delta_acc", "recall_at_1"], digits={"dist_spearman": 3, "angle_pearson": 3, "rkd_d_loss": 4,
+                                  "knn_overlap": 3})
     table = table.replace({"nan": ""})
     table["terms"] = table.method.map(lambda m: " + ".join(("CE", *METHODS[m])) if m in METHODS
                                       else "labels (shared teacher)")
@@ -57,14 +67,12 @@ def write_report(cfg: RKDConfig, rows: list[dict], scale: str, *, wall_s: float,
         columns={**LABELS, "knn_overlap": f"kNN overlap (k={cfg.knn_k})"})
 
     s = cfg.setup
-    t = s.train
-    budget = f"{t.epochs:g} epochs" if t.epochs else f"{t.iterations} iterations"
     header = (
-        f"# Relational KD and SP: {s.teacher.model} → {s.model} on {s.dataset} ({scale} scale)\n\n"
+        f"# Relational KD and SP: {s.teacher.model} → {s.model} on {s.dataset} ({ctx.scale} "
+        f"scale)\n\n"
         f"Teacher: the shared {s.teacher.model} of `experiments.teachers` (one model, seed "
-        f"{s.teacher.seed}; its row is its final weights). Students: {t.optimizer} lr {t.lr}, "
-        f"momentum {t.momentum}, weight decay {t.weight_decay}, batch {t.batch_size}, {budget}, "
-        f"{t.schedule} schedule. Loss = CE on the labels + the listed terms: RKD distance ×"
+        f"{s.teacher.seed}; its row is its final weights). Students: {recipe_text(s.train)}. "
+        f"Loss = CE on the labels + the listed terms: RKD distance ×"
         f"{s.w_distance:g} and angle ×{s.w_angle:g} on the penultimate embeddings (student "
         f"`{layers.student['embed']}`, teacher `{layers.teacher['embed']}`), SP ×{s.w_sp:g} on "
         f"the last conv features (`{layers.student['conv']}`, `{layers.teacher['conv']}`), KD "
@@ -76,21 +84,20 @@ def write_report(cfg: RKDConfig, rows: list[dict], scale: str, *, wall_s: float,
         f"cosines ({cfg.angle_size} images), the RKD distance loss (batches of "
         f"{cfg.loss_batch}), the overlap of the {cfg.knn_k} nearest neighbours, and "
         f"leave-one-out recall@1 of the labels. Δ is paired by seed. Mean ± sd over seeds.\n\n")
-    footer = (f"\nReference, the raw pixels against the teacher: distance Spearman "
-              f"{pixels['dist_spearman']:.3f}, angle Pearson {pixels['angle_pearson']:.3f}, RKD-D "
-              f"loss {pixels['rkd_d_loss']:.4f}, kNN overlap {pixels['knn_overlap']:.3f}, recall@1 "
-              f"{100 * pixels['recall_at_1']:.2f}.\n"
-              f"\nTrials: {len(trials) - 1} students + the teacher; summed student training "
-              f"time {trials[trials.method != 'teacher'].train_wall_s.sum():.0f} s; this "
-              f"invocation {wall_s:.0f} s (finished trials and the teacher are reused, not "
-              f"re-run).\nMachine: {machine}.\n")
-    atomic_write_text(out / "table.md", header + markdown(table) + footer)
+    reference = (f"\nReference, the raw pixels against the teacher: distance Spearman "
+                 f"{pixels['dist_spearman']:.3f}, angle Pearson {pixels['angle_pearson']:.3f}, "
+                 f"RKD-D loss {pixels['rkd_d_loss']:.4f}, kNN overlap "
+                 f"{pixels['knn_overlap']:.3f}, recall@1 {100 * pixels['recall_at_1']:.2f}.\n")
+    t_wall = trials[trials.method == "teacher"].train_wall_s.sum()
+    note = f" over {len(trials) - 1} students and the shared teacher (the teacher: {t_wall:.0f} s)"
+    write_table(out, header, markdown(table), reference,
+                footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
 
     students = trials[trials.method != "teacher"]
     order = [m for m in METHODS if m in set(students.method)]
     accuracy_plot(students, trials, order, out / "accuracy.png")
     structure_plot(students, order, pixels, out / "structure.png")
-    distance_plot(scatter, out / "distances.png")
+    distance_plot(produced.scatter, out / "distances.png")
     return out
 
 
@@ -105,9 +112,8 @@ def accuracy_plot(students: pd.DataFrame, trials: pd.DataFrame, order: list[str]
         ax.axvline(acc, color=color, ls="--", lw=1, label=f"{method} {100 * acc:.2f}%")
     ax.set(title="Test accuracy per method (mean ± sd over seeds, dots: seeds)",
            xlabel="test accuracy (best-validation point)", ylabel="")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
-    _save(fig, path)
+    ax.legend()
+    save_figure(fig, ax, path)
 
 
 def structure_plot(students: pd.DataFrame, order: list[str], pixels: dict, path: Path) -> None:
@@ -121,13 +127,11 @@ def structure_plot(students: pd.DataFrame, order: list[str], pixels: dict, path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, frameon=False)
     fig.suptitle("How much of the teacher's embedding structure each student keeps (test sample)")
-    _save(fig, path)
+    save_figure(fig, axes[0], path, legend=False)  # the legend stays inside the first panel
 
 
 def distance_plot(scatter: dict, path: Path) -> None:
     """Student vs teacher normalised pairwise distances (seed 0), one panel per method."""
-    from experiments.rkd.structure import spearman
-
     teacher = scatter["teacher"].float()
     methods = [m for m in scatter if m != "teacher"]
     cols = min(5, max(1, len(methods)))
@@ -140,6 +144,7 @@ def distance_plot(scatter: dict, path: Path) -> None:
         hi = float(max(teacher.max(), s.max()))
         ax.plot([0, hi], [0, hi], color="C3", lw=0.8)
         ax.set_title(f"{m}  ρ={spearman(s, teacher):.3f}", fontsize=9)
+        ax.grid(alpha=0.3)
     for ax in axes.flat[len(methods):]:
         ax.axis("off")
     for ax in axes[-1]:
@@ -148,11 +153,5 @@ def distance_plot(scatter: dict, path: Path) -> None:
         ax.set_ylabel("student distance / mean")
     fig.suptitle("Pairwise distances on test images, student vs teacher (seed 0, normalised "
                  "by the mean as in RKD)", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, axes[0, 0], path, legend=False)
 
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

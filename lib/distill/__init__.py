@@ -14,7 +14,8 @@ from lib.distill.kd import KD, kd_criterion
 from lib.distill.refinery import SoftCE
 from lib.distill.rkd import RKDAngle, RKDDistance
 from lib.distill.sp import SimilarityPreserving
-from lib.distill.targets import LogitTargets, cached_logits
+from lib.distill.targets import cached_logits
+from lib.distill.teacher import Distill, Term, teacher_outputs, weighted_ce
 
 LOSSES: dict[str, type] = {
     "kd": KD,
@@ -36,4 +37,5 @@ def check_loss_name(name: str) -> None:
 
 __all__ = ["LOSSES", "check_loss_name", "KD", "kd_criterion", "DML", "SoftCE", "FitNet",
            "AttentionTransfer", "attention_map", "RKDDistance", "RKDAngle",
-           "SimilarityPreserving", "FeatureTap", "LogitTargets", "cached_logits"]
+           "SimilarityPreserving", "FeatureTap", "cached_logits", "Distill", "Term", "teacher_outputs",
+           "weighted_ce"]

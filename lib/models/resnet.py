@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.models import register
+from lib.models.init import kaiming_bn_
 
 SHORTCUTS = ("A", "B")
 
@@ -86,12 +87,7 @@ class ResNet(nn.Module):
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_bn_(self)  # the Network Slimming / RepDistiller init
 
     def blocks(self) -> list[tuple[str, BasicBlock]]:
         """Every BasicBlock with its module name, in forward order."""

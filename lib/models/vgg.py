@@ -16,6 +16,7 @@ from typing import Sequence
 from torch import nn
 
 from lib.models import register
+from lib.models.init import kaiming_bn_
 
 CONFIGS: dict[str, tuple] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
@@ -52,15 +53,7 @@ class VGG(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Linear(c, num_classes)
-        for m in self.modules():  # the Network Slimming code's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        kaiming_bn_(self, linear_std=0.01)  # the Network Slimming / RepDistiller init
 
     def forward(self, x):
         return self.classifier(self.flatten(self.pool(self.features(x))))  # (B, C) -> (B, classes)

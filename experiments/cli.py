@@ -1,0 +1,150 @@
+"""The command line every experiment shares: scales, one-line errors, the shared flags.
+
+An experiment's own flags are added by its `Experiment.flags` and applied by its
+`Experiment.configure`; everything here is the same for all ten.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import torch
+
+from lib import data as datasets
+from lib import models
+from lib.prune.imp import PruneConfig
+from lib.train import TrainConfig
+
+SCALES = ("smoke", "default", "paper")
+
+
+def fail(msg: str) -> None:
+    """Exit with one line on stderr: bad input is reported before any compute."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_list(text: str, choices: Sequence[str], field: str) -> tuple[str, ...]:
+    """Comma-separated names, each checked against `choices` (one-line error otherwise)."""
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    for item in items:
+        if item not in choices:
+            raise ValueError(f"{field}: unknown '{item}', choose from {', '.join(choices)}")
+    if not items:
+        raise ValueError(f"{field}: empty list, choose from {', '.join(choices)}")
+    return items
+
+
+def parse_numbers(text: str, field: str, kind: type = float) -> tuple:
+    """Comma-separated numbers of `kind` (one-line error naming `field` otherwise)."""
+    try:
+        out = tuple(kind(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise ValueError(f"{field}: expected comma-separated {noun}, got '{text}'") from None
+    if not out:
+        raise ValueError(f"{field}: empty list")
+    return out
+
+
+def parse_floats(text: str, field: str) -> tuple[float, ...]:
+    return parse_numbers(text, field, float)
+
+
+def parse_ints(text: str, field: str) -> tuple[int, ...]:
+    return parse_numbers(text, field, int)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a malformed command line is one line on stderr and exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(f"{message} (see --help)")
+
+
+def base_parser(prog: str, description: str, model_help: str) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description=description,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", default="default",
+                   help="smoke (seconds, CI), default (Fashion-MNIST on a CPU, <= 30 min) or "
+                        "paper (the paper's dataset and budget; wants a GPU)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: per scale)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    return p
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Flags that override the scale's training recipe (each changes the trials' hashes)."""
+    g = p.add_argument_group("training overrides")
+    g.add_argument("--optimizer", default=None, help="sgd or adam")
+    g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--batch-size", type=int, default=None, help="batch size")
+    g.add_argument("--iterations", type=int, default=None, help="training steps per trial")
+    g.add_argument("--epochs", type=float, default=None, help="training epochs per trial")
+    g.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (0: per epoch)")
+
+
+def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
+    """`cfg` with the flags of `add_train_args` that were given; --epochs clears iterations."""
+    changes = {k: getattr(a, k) for k in ("optimizer", "lr", "batch_size", "eval_every")
+               if getattr(a, k, None) is not None}
+    if getattr(a, "epochs", None) is not None:
+        changes.update(epochs=a.epochs, iterations=0)
+    if getattr(a, "iterations", None) is not None:
+        changes.update(iterations=a.iterations, epochs=0.0)
+    return replace(cfg, **changes).validate()
+
+
+def add_prune_args(p: argparse.ArgumentParser) -> None:
+    """Flags that override the per-round pruning rates and the ranking scope."""
+    g = p.add_argument_group("pruning overrides")
+    g.add_argument("--rate-fc", type=float, default=None, help="fraction of hidden fc weights pruned per round")
+    g.add_argument("--rate-conv", type=float, default=None, help="fraction of conv weights pruned per round")
+    g.add_argument("--rate-output", type=float, default=None, help="fraction of output-layer weights pruned per round")
+    g.add_argument("--scope", default=None, help="layerwise (default) or global ranking")
+
+
+def apply_prune_args(cfg: PruneConfig, a: argparse.Namespace) -> PruneConfig:
+    """`cfg` with the flags of `add_prune_args` that were given, validated."""
+    changes = {k: getattr(a, k) for k in ("rate_fc", "rate_conv", "rate_output", "scope")
+               if getattr(a, k, None) is not None}
+    return replace(cfg, **changes).validate()
+
+
+def check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"scale: unknown '{scale}', choose from {', '.join(SCALES)}")
+    return scale
+
+
+def preset(a: argparse.Namespace, for_scale: Callable):
+    """(scale, config) from --scale/--model, with --dataset, --seeds, training and (where the
+    setup has a pruning recipe) pruning flags applied. Raises ValueError (one line) on any bad
+    name or value."""
+    scale = check_scale(a.scale)
+    models.check_model_name(a.model)
+    cfg = for_scale(scale, a.model)
+    setup = replace(cfg.setup, train=apply_train_args(cfg.setup.train, a))
+    if hasattr(setup, "prune"):
+        setup = replace(setup, prune=apply_prune_args(setup.prune, a))
+    if a.dataset:
+        datasets.check_dataset_name(a.dataset)
+        setup = replace(setup, dataset=a.dataset)
+    cfg = replace(cfg, setup=setup)
+    if a.seeds is not None:
+        cfg = replace(cfg, seeds=a.seeds)
+    return scale, cfg
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device: unknown '{name}', choose from auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but no CUDA device is available")
+    return torch.device(name)

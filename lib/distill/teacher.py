@@ -1,0 +1,144 @@
+"""A teacher's knowledge as loop hook: one hook for every distillation term of every method.
+
+A `Term` names a loss of `lib.distill`, its weight, and where its inputs come from: "logits" or
+a layer name (or a tuple of layer names, for a loss over several layer pairs such as AT), on the
+student side and on the teacher side. `Distill` adds `Σ weight · loss(student, teacher)` to every
+batch's loss. The teacher never changes, so for un-augmented data its outputs on the training
+set can be computed once (`teacher_outputs`) and looked up by the batch's indices (`tables`);
+otherwise (augmented batches, features too large to keep) the teacher runs online on the batch
+under `torch.no_grad()`. Both give the same numbers: the teacher is in eval mode either way.
+
+The label term is not here: pass `weighted_ce(w)` as the loop's `criterion` (w = 1 − α for
+Hinton's mix, 0 for Label Refinery and FitNet's hint stage).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lib.distill.features import FeatureTap
+from lib.train import Hook
+
+Layers = str | tuple[str, ...]
+
+
+def weighted_ce(weight: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """`criterion(x, y, logits) = weight · CE(logits, y)`, the label term of a distilled loss."""
+    def criterion(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
+        return weight * F.cross_entropy(logits, y)
+    return criterion
+
+
+@dataclass(frozen=True)
+class Term:
+    """`weight · loss(student[student], teacher[teacher])`; a tuple of layers passes lists."""
+
+    name: str  # for logging: the term's mean value is reported as `loss_<name>`
+    loss: nn.Module
+    weight: float
+    student: Layers = "logits"
+    teacher: Layers = "logits"
+
+
+def _names(layers: Layers) -> tuple[str, ...]:
+    return (layers,) if isinstance(layers, str) else tuple(layers)
+
+
+def _pick(values: dict[str, Tensor], layers: Layers) -> Tensor | list[Tensor]:
+    return values[layers] if isinstance(layers, str) else [values[n] for n in layers]
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, x: Tensor, layers: Sequence[str] = (),
+                    chunk: int = 2048) -> dict[str, Tensor]:
+    """{"logits": (N, K), layer: its output} of `teacher` on `x` in eval mode, in chunks."""
+    was_training = teacher.training
+    teacher.eval()
+    out: dict[str, list[Tensor]] = {"logits": [], **{n: [] for n in layers}}
+    try:
+        with FeatureTap(teacher, list(layers)) as tap:
+            for i in range(0, len(x), chunk):
+                out["logits"].append(teacher(x[i:i + chunk]))
+                for name, feat in zip(layers, tap() if layers else ()):
+                    out[name].append(feat)
+    finally:
+        teacher.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+class Distill(Hook):
+    """Adds `Σ_terms weight · loss(student side, teacher side)` to every batch's loss.
+
+    `tables` ({"logits" or layer: (N_train, ...)}, from `teacher_outputs` on the training set)
+    serve the teacher's side by batch index when they hold every teacher input the terms need;
+    otherwise the teacher runs online. The losses' own parameters (FitNet's regressor) train
+    with the student and travel in the loop's checkpoint. `metrics` reports each term's mean
+    (unweighted) value since the last evaluation, as `loss_<name>`.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, terms: Sequence[Term],
+                 tables: dict[str, Tensor] | None = None):
+        self.terms, self.teacher = list(terms), teacher.eval()
+        s_layers = sorted({n for t in self.terms for n in _names(t.student)} - {"logits"})
+        self.t_layers = sorted({n for t in self.terms for n in _names(t.teacher)} - {"logits"})
+        self.tap = FeatureTap(student, s_layers) if s_layers else None
+        needed = {n for t in self.terms for n in _names(t.teacher)}
+        self.tables = tables if tables is not None and needed <= set(tables) else None
+        self.losses = nn.ModuleList(t.loss for t in self.terms)
+        self.index: Tensor | None = None
+        self.sums = {t.name: 0.0 for t in self.terms}
+        self.count = 0
+
+    @property
+    def online(self) -> bool:
+        """True when the teacher runs on every batch (no table holds its side)."""
+        return bool(self.terms) and self.tables is None
+
+    def parameters(self):
+        return self.losses.parameters()
+
+    def on_batch(self, index: Tensor) -> None:
+        self.index = index
+
+    def teacher_batch(self, x: Tensor) -> dict[str, Tensor]:
+        if self.tables is not None:
+            if self.index is None:
+                raise RuntimeError("Distill: no batch index yet (train() calls on_batch first)")
+            return {k: v[self.index] for k, v in self.tables.items()}
+        return teacher_outputs(self.teacher, x, self.t_layers, chunk=len(x))
+
+    def extra_loss(self, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
+        if not self.terms:
+            return None
+        t = self.teacher_batch(x)
+        s = {"logits": logits, **(self.tap.features if self.tap else {})}
+        total = logits.new_zeros(())
+        for term in self.terms:
+            value = term.loss(_pick(s, term.student), _pick(t, term.teacher))
+            self.sums[term.name] += value.detach()
+            total = total + term.weight * value
+        self.count += 1
+        return total
+
+    def metrics(self, model: nn.Module, data) -> dict:
+        if self.tap is not None:  # drop the (test-set sized) features the evaluation left behind
+            self.tap.features.clear()
+        if not self.count:
+            return {}
+        row = {f"loss_{k}": float(v) / self.count for k, v in self.sums.items()}
+        self.sums, self.count = {k: 0.0 for k in self.sums}, 0
+        return row
+
+    def state_dict(self) -> dict:
+        return self.losses.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses.load_state_dict(state)
+
+    def remove(self) -> None:
+        if self.tap is not None:
+            self.tap.remove()

@@ -1,0 +1,138 @@
+"""Every experiment's bad input: one `error: ...` line on stderr, exit status 2, nothing written,
+before any compute. In-process for every case (fast); through the real command line for one
+case per experiment."""
+from __future__ import annotations
+
+import pytest
+
+from cli import ROOT, assert_rejected, assert_rejected_subprocess
+from experiments.rkd.config import METHODS as RKD_METHODS
+
+# per experiment: (arguments after `--scale smoke`, a fragment of the one stderr line)
+BAD_INPUT = {
+    "compression_pipeline": [
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--scale", "x"), "scale: unknown 'x'"),
+        (("--criterion", "biggest"), "prune.criterion: unknown 'biggest'"),
+        (("--ratio", "1.0"), "prune.ratio: must be in (0, 1), got 1.0"),
+        (("--calibration", "best"), "calibration: unknown 'best'"),
+        (("--model", "conv2"), "surgery: unsupported model type"),
+    ],
+    "feature_kd": [
+        (("--methods", "at,nope"), "methods: unknown 'nope', choose from student, kd"),
+        (("--model", "lenet_300_100"), "layers: student and teacher share no feature-map size"),
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--scale", "x"), "scale: unknown 'x'"),
+    ],
+    "filter_importance": [
+        (("--criteria", "l1,nope"), "criteria: unknown 'nope'"),
+        (("--ratios", "0.3,0.99"),
+         "ratio: pruning 0.99 of layer 'features.0' (16 channels) leaves none"),
+        (("--ratios", "0"), "ratios: each must be in (0, 1), got 0.0"),
+        (("--ratios", "half"), "ratios: expected comma-separated numbers, got 'half'"),
+        (("--model", "conv2"), "surgery: unsupported model type 'ConvNet'"),
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--scale", "x"), "scale: unknown 'x'"),
+    ],
+    "logit_kd": [
+        (("--methods", "kd,nope"), "methods: unknown 'nope', choose from kd, dml, ban, lr, ta"),
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--assistant", "nope"), "model: unknown 'nope'"),
+        (("--scale", "paper", "--methods", "ta"), "assistant: none set"),
+        (("--seeds", "0"), "seeds: must be >= 1"),
+    ],
+    "lottery_ablation": [
+        (("--criteria", "large_final,biggest"), "error: criteria: unknown 'biggest', choose from"),
+        (("--ablations", "flip"), "error: ablations: unknown 'flip', choose from"),
+        (("--mask0", "one"), "error: mask0: unknown 'one', choose from"),
+        (("--studies", "all"), "error: studies: unknown 'all', choose from"),
+        (("--levels", "0"), "error: levels: need pruning levels >= 1, got [0]"),
+        (("--mode", "twoshot"), "error: mode: unknown 'twoshot', choose from"),
+        (("--levels", "a,b"), "error: levels: expected comma-separated integers, got 'a,b'"),
+        (("--rate-fc", "1.0"), "error: rate_fc: must be in [0, 1), got 1.0"),
+    ],
+    "lottery_ticket": [
+        (("--scale", "huge"), "error: scale"),
+        (("--levels", "-1"), "error: levels"),
+        (("--model", "vgg99"), "error: model"),
+        (("--variants", "ticket,lucky"), "error: variants"),
+        (("--dataset", "svhn"), "error: dataset"),
+        (("--optimizer", "lion"), "error: optimizer"),
+        (("--scope", "net"), "error: scope"),
+        (("--rate-fc", "1.0"), "error: rate_fc: must be in [0, 1), got 1.0"),
+        (("--seeds", "two"), "error: argument --seeds: invalid int value"),
+    ],
+    "network_slimming": [
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--model", "lenet_300_100"), "criterion: 'bn_gamma' needs a BatchNorm"),
+        (("--ratios", "0.3,1.0"), "ratio: must be in [0, 1)"),
+        (("--ratios", "0.97"), "ratio: 0.97 prunes"),
+        (("--lams", "0,1e-3"), "lams: each λ must be > 0"),
+        (("--lams", "abc"), "lams: expected comma-separated numbers"),
+        (("--min-keep", "0"), "min_keep: must be"),
+        (("--scale", "huge"), "scale: unknown 'huge'"),
+        (("--epochs", "-1"), "iterations/epochs: set exactly one"),
+    ],
+    "quantization": [
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--scale", "x"), "scale: unknown 'x'"),
+        (("--seeds", "0"), "seeds: must be >= 1, got 0"),
+        (("--lr", "-1"), "lr: must be > 0, got -1"),
+        (("--dataset", "svhn"), "dataset: unknown 'svhn'"),
+    ],
+    "rethinking_pruning": [
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--model", "conv2"), "model: 'conv2' is not supported by channel surgery"),
+        (("--model", "lenet_300_100"), "model: 'lenet_300_100' has no BatchNorm"),
+        (("--l1-ratios", "1.0"), "l1_ratios: each must be in (0, 1), got 1.0"),
+        (("--l1-ratios", "0.97"),
+         "l1_ratios: ratio: pruning 0.97 of layer 'features.0' (16 channels) leaves none"),
+        (("--slimming-ratios", "0.99"), "slimming_ratios: ratio: 0.99 prunes 174 of 176 channels"),
+        (("--lottery-lrs", "x"), "lottery_lrs: expected comma-separated numbers"),
+        (("--lam", "-1"), "lam: must be >= 0, got -1.0"),
+        (("--seeds", "0"), "seeds: must be >= 1, got 0"),
+    ],
+    "rkd": [
+        (("--methods", "rkd_d,nope"), "methods: unknown 'nope', choose from " + ", ".join(RKD_METHODS)),
+        (("--model", "lenet_300_100"), "model: lenet_300_100 has no global pool"),
+        (("--model", "nope"), "model: unknown 'nope'"),
+        (("--scale", "x"), "scale: unknown 'x'"),
+        (("--dataset", "svhn"), "dataset: unknown 'svhn'"),
+        (("--lr", "-1"), "lr: must be > 0"),
+    ],
+}
+
+# one case per experiment through `python -m experiments.<name>`
+COMMAND_LINE = {
+    "compression_pipeline": (("--ratio", "1.0"), "prune.ratio: must be in (0, 1), got 1.0"),
+    "feature_kd": (("--methods", "at,nope"), "methods: unknown 'nope'"),
+    "filter_importance": (("--criteria", "l1,nope"), "criteria: unknown 'nope'"),
+    "logit_kd": (("--methods", "kd,nope"), "methods: unknown 'nope'"),
+    "lottery_ablation": (("--mode", "twoshot"), "mode: unknown 'twoshot'"),
+    "lottery_ticket": (("--levels", "-1"), "levels: must be >= 0"),
+    "network_slimming": (("--lams", "0"), "lams: each λ must be > 0"),
+    "quantization": (("--model", "nope"), "model: unknown 'nope'"),
+    "rethinking_pruning": (("--l1-ratios", "1.0"), "l1_ratios: each must be in (0, 1), got 1.0"),
+    "rkd": (("--methods", "nope"), "methods: unknown 'nope'"),
+}
+
+
+def cases(table: dict[str, list]) -> list:
+    """(name, args, msg) params, each with the id `<name>:<args>`."""
+    return [pytest.param(name, args, msg, id=f"{name}:{' '.join(args)}")
+            for name, rows in table.items() for args, msg in rows]
+
+
+def test_every_experiment_has_its_cases():
+    experiments = {p.parent.name for p in (ROOT / "experiments").glob("*/__main__.py")}
+    assert set(BAD_INPUT) == set(COMMAND_LINE) == experiments
+
+
+@pytest.mark.parametrize("name, args, msg", cases(BAD_INPUT))
+def test_bad_input_fails_in_one_line_before_compute(name, args, msg, tmp_path, capsys):
+    assert_rejected(name, args, msg, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("name, args, msg", cases({n: [c] for n, c in COMMAND_LINE.items()}))
+def test_bad_input_exits_2_from_the_command_line(name, args, msg, tmp_path):
+    assert_rejected_subprocess(name, args, msg, tmp_path)

@@ -27,13 +27,13 @@ from torch import nn
 from experiments import provenance
 from experiments.cli import (add_prune_args, add_train_args, base_parser, check_scale, fail,
                              parse_floats, parse_ints, parse_list, pick_device, preset)
+from experiments.trial import run_eval, run_trial
 from lib import data as datasets
 from lib import models
 from lib.data import Splits
-from lib.log import TrialLog
 from lib.report import results_dir
-from lib.runs import Run, atomic_torch_save, flat_config
-from lib.train import Hook, TrainConfig, TrainResult, evaluate, train
+from lib.runs import Run, atomic_torch_save
+from lib.train import TrainConfig, TrainResult
 
 __all__ = ["Setup", "Config", "recipe", "require", "SMOKE_DATA", "Experiment", "Context",
            "each_seed", "run_trial", "run_eval", "fail", "parse_list", "parse_floats",
@@ -111,6 +111,7 @@ class Context:
     scale: str
     device: torch.device
     data: Splits
+    pack: int = 0  # trials trained together as one stacked model (0: all that can be)
 
     def run(self, trial: Any) -> Run:
         """The run folder of `trial` in this experiment at this scale."""
@@ -176,6 +177,7 @@ class Experiment:
     flags: Callable[[argparse.ArgumentParser], None] = lambda p: None  # its own flags
     configure: Callable[[Any, argparse.Namespace], Any] = lambda cfg, a: cfg  # apply them
     prune_flags: bool = False  # --rate-fc/--rate-conv/--rate-output/--scope
+    packs: bool = False  # --pack: its trials train packed (experiments.packing)
 
     def parser(self) -> argparse.ArgumentParser:
         default = self.model if isinstance(self.model, str) else "; ".join(
@@ -186,25 +188,36 @@ class Experiment:
         add_train_args(p)
         if self.prune_flags:
             add_prune_args(p)
+        if self.packs:
+            p.add_argument("--pack", type=int, default=0,
+                           help="trials of one architecture trained together as one stacked model: "
+                                "0 (default) packs all that can be, 1 trains each alone")
         return p
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple[Any, str, torch.device]:
         """(validated config, scale, device), or exit 2 with one line naming the bad field."""
+        return self.parse_args(argv)[:3]
+
+    def parse_args(self, argv: Sequence[str] | None = None) -> tuple[Any, str, torch.device,
+                                                                      argparse.Namespace]:
+        """`parse`, plus the parsed flags (execution options such as --pack)."""
         a = self.parser().parse_args(argv)
         try:
+            require(getattr(a, "pack", 0) >= 0, "pack", ">= 0", getattr(a, "pack", 0))
             if a.model is None:
                 default = self.model
                 a.model = default if isinstance(default, str) else default[check_scale(a.scale)]
             scale, cfg = preset(a, self.for_scale)
-            return self.configure(cfg, a).validate(), scale, pick_device(a.device)
+            return self.configure(cfg, a).validate(), scale, pick_device(a.device), a
         except ValueError as e:
             fail(str(e))
 
     def main(self, argv: Sequence[str] | None = None) -> None:
-        cfg, scale, device = self.parse(argv)
+        cfg, scale, device, a = self.parse_args(argv)
         provenance.CURRENT.begin(self.name, scale, provenance.argv_of(argv), machine())
         clock = time.perf_counter()
-        ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device))
+        ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device),
+                      pack=getattr(a, "pack", 0))
         out = self.report(ctx, self.run(ctx))
         print(f"wrote {out}/trials.csv, table.md and plots in {time.perf_counter() - clock:.1f} s")
 
@@ -233,58 +246,3 @@ def load_data(setup: Setup, device: torch.device) -> Splits:
                              test_limit=setup.test_limit or None).to(device)
     except datasets.DataError as e:
         fail(str(e))
-
-
-def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, seed: int,
-              data: Splits, train_cfg: TrainConfig, build: Callable[[], nn.Module],
-              hooks_for: Callable[[nn.Module], Sequence[Hook]] = lambda m: (),
-              criterion: Callable | None = None, keep_best: bool = False,
-              after: Callable[[nn.Module, TrainResult], dict | None] | None = None) -> dict:
-    """Train one trial unless it is done; return its result dict.
-
-    `build()` makes the model in its starting state (init, rewound weights, mask applied);
-    `hooks_for(model)` gives the loop hooks; `criterion(x, y, logits)` replaces the loop's
-    cross-entropy; with `keep_best` the result carries the weights of the selected evaluation
-    (`res.best_state`); `after(model, result)` saves artefacts and may add entries to the
-    result. The done marker is written last, so a trial killed anywhere before it resumes from
-    its checkpoint.
-    """
-    if run.done:
-        return run.result()
-    run.start()
-    model = build()
-    hooks = hooks_for(model)
-    with TrialLog(run.dir, experiment=experiment, stage=stage, scale=scale, name=name,
-                  config=flat_config(run.cfg), config_hash=run.hash) as tlog:
-        res = train(model, data, train_cfg, seed=seed, hooks=hooks, criterion=criterion,
-                    keep_best=keep_best, checkpoint=run.path("checkpoint.pt"), log=tlog.log,
-                    desc=name)
-        summary = res.summary()
-        summary.update((after(model, res) if after else None) or {})
-        tlog.finish(summary)
-    run.finish({**summary, "run": run.hash})
-    run.path("checkpoint.pt").unlink(missing_ok=True)  # optimiser state is not needed any more
-    provenance.CURRENT.trained_trial(run.hash)
-    return run.result()
-
-
-def run_eval(run: Run, *, experiment: str, scale: str, name: str, data: Splits,
-             build: Callable[[], nn.Module], extra: dict | None = None,
-             stage: str = "evaluate") -> dict:
-    """An untrained trial (e.g. a supermask at init): evaluate once, log, mark done."""
-    if run.done:
-        return run.result()
-    run.start()
-    model = build()
-    val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
-    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
-    row = dict(step=0, val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
-    result = dict(val_acc=val_acc, test_acc=test_acc, final_test_acc=test_acc, early_stop_iter=0,
-                  train_wall_s=0.0, **(extra or {}))
-    with TrialLog(run.dir, experiment=experiment, stage=stage, scale=scale, name=name,
-                  config=flat_config(run.cfg), config_hash=run.hash) as tlog:
-        tlog.log(row)
-        tlog.finish(result)
-    run.finish({**result, "run": run.hash})
-    provenance.CURRENT.trained_trial(run.hash)
-    return run.result()

@@ -61,6 +61,7 @@ BAD_INPUT = {
         (("--scope", "net"), "error: scope"),
         (("--rate-fc", "1.0"), "error: rate_fc: must be in [0, 1), got 1.0"),
         (("--seeds", "two"), "error: argument --seeds: invalid int value"),
+        (("--pack", "-1"), "error: pack: must be >= 0, got -1"),
     ],
     "network_slimming": [
         (("--model", "nope"), "model: unknown 'nope'"),

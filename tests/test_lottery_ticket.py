@@ -132,3 +132,18 @@ def test_paper_presets():
             lenet.setup.train.iterations) == ("mnist", 1.2e-3, 60, 50_000)
     conv6 = for_scale("paper", "conv6")
     assert (conv6.setup.dataset, conv6.setup.train.lr, conv6.setup.prune.rate_conv) == ("cifar10", 3e-4, 0.15)
+
+
+@pytest.mark.smoke
+def test_packed_grid_equals_trials_run_alone(tmp_path_factory):
+    """--pack 0 (every level's trials as one stacked model) and --pack 1 (each alone): the same
+    trials (hashes) with the same numbers, to a test image or two."""
+    args = ("--seeds", "2", "--levels", "1", "--iterations", "40", "--eval-every", "20")
+    packed = smoke_run(tmp_path_factory, "lottery_ticket", *args).trials
+    alone = smoke_run(tmp_path_factory, "lottery_ticket", *args, "--pack", "1").trials
+    key = ["seed", "level", "variant"]
+    packed, alone = packed.sort_values(key).reset_index(), alone.sort_values(key).reset_index()
+    assert packed.run.tolist() == alone.run.tolist() and len(packed) == 6
+    assert (packed.pack_size > 1).all() and "pack_size" not in alone
+    assert (packed.test_acc - alone.test_acc).abs().max() <= 0.003  # 3 of 1,000 test images
+    assert (packed.weights_left == alone.weights_left).all()

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import Context, Experiment, each_seed, parse_list
+from experiments.common import Context, Experiment, parse_list
+from experiments.packing import TrialSpec, train_all
 from experiments.lottery_ticket.config import VARIANTS, LotteryConfig, Trial, for_scale
 from experiments.lottery_ticket.report import write_report
 from lib.prune.imp import prune
@@ -50,70 +51,92 @@ def configure(cfg: LotteryConfig, a) -> LotteryConfig:
     return cfg if a.levels is None else replace(cfg, levels=a.levels)
 
 
-def run_seed(ctx: Context, seed: int) -> list[dict]:
-    """All levels and variants of one seed; returns one row per trial."""
-    cfg, setup = ctx.cfg, ctx.cfg.setup
-    init_state = copy.deepcopy(ctx.build(setup.model, seed).state_dict())
-    kinds = prunable_layers(ctx.build(setup.model, seed))
-    rewind_path = ctx.run(Trial(setup, seed, 0, "ticket")).path("rewind.pt")
-    rows, masks, finals = [], {}, {}
-    for level in range(cfg.levels + 1):
-        for variant in cfg.variants:
-            if level == 0 and variant != "ticket":
-                continue  # at level 0 every variant is the same dense net
-            run = ctx.run(Trial(setup, seed, level, variant))
-            gen = torch.Generator().manual_seed(seed * 1000 + level)
-            if variant == "random_mask":
-                prev = masks.get(("random_mask", level - 1), masks[("ticket", 0)])
-                mask = prune(replace(setup.prune, criterion="random"), prev, kinds, init_state,
-                             init_state, gen)
-            elif variant == "ticket" and level > 0:
-                mask = prune(setup.prune, masks[("ticket", level - 1)], kinds, init_state,
-                             finals[level - 1], gen)
-            elif variant == "ticket":
-                mask = Mask.ones(ctx.build(setup.model, seed))
-            else:  # reinit: the ticket's mask
-                mask = masks[("ticket", level)]
-            masks[(variant, level)] = mask
-            start_state = init_state
-            if setup.rewind_step and level > 0:
-                start_state = torch.load(rewind_path, map_location=ctx.device, weights_only=True)
+class Chain:
+    """One seed's IMP chain: its init, and the masks and trained weights of its levels so far."""
 
-            def build(variant=variant, start_state=start_state):
-                if variant == "reinit":  # a new init, same architecture
-                    return ctx.build(setup.model, seed + 100_000 * level)
-                model = ctx.build(setup.model, seed)
-                model.load_state_dict(start_state)
-                return model
+    def __init__(self, ctx: Context, seed: int):
+        self.ctx, self.setup, self.seed = ctx, ctx.cfg.setup, seed
+        self.init = copy.deepcopy(ctx.build(self.setup.model, seed).state_dict())
+        self.kinds = prunable_layers(ctx.build(self.setup.model, seed))
+        self.rewind_path = ctx.run(Trial(self.setup, seed, 0, "ticket")).path("rewind.pt")
+        self.masks: dict[tuple[str, int], Mask] = {}
+        self.finals: dict[int, dict] = {}
 
-            def hooks_for(model, mask=mask, level=level):
-                hooks = [mask.hook(model)]
-                if level == 0 and setup.rewind_step:
-                    hooks.append(Snapshot(setup.rewind_step, rewind_path))
-                return hooks
+    def mask(self, variant: str, level: int) -> Mask:
+        """The mask of (variant, level): the ticket prunes the previous level's final weights;
+        reinit shares the ticket's mask; random_mask prunes at random to the same sparsity."""
+        gen = torch.Generator().manual_seed(self.seed * 1000 + level)
+        prune_cfg = self.setup.prune
+        if variant == "random_mask":
+            prev = self.masks.get(("random_mask", level - 1), self.masks[("ticket", 0)])
+            mask = prune(replace(prune_cfg, criterion="random"), prev, self.kinds, self.init,
+                         self.init, gen)
+        elif variant == "ticket" and level > 0:
+            mask = prune(prune_cfg, self.masks[("ticket", level - 1)], self.kinds, self.init,
+                         self.finals[level - 1], gen)
+        elif variant == "ticket":
+            mask = Mask.ones(self.ctx.build(self.setup.model, self.seed))
+        else:  # reinit: the ticket's mask
+            mask = self.masks[("ticket", level)]
+        self.masks[(variant, level)] = mask
+        return mask
 
-            def after(model, res, run=run, variant=variant, mask=mask):
-                if variant == "ticket":
-                    atomic_torch_save(model.state_dict(), run.path("final.pt"))
-                mask.save(run.path("mask.pt"))
-                return {"weights_left": mask.density()}
+    def spec(self, variant: str, level: int) -> TrialSpec:
+        ctx, setup, seed = self.ctx, self.setup, self.seed
+        run, mask = ctx.run(Trial(setup, seed, level, variant)), self.mask(variant, level)
+        start = self.init
+        if setup.rewind_step and level > 0:
+            start = torch.load(self.rewind_path, map_location=ctx.device, weights_only=True)
 
-            name = f"s{seed}-L{level}-{variant}"
-            res = ctx.train(run, stage="train" if level == 0 else "prune", name=name, seed=seed,
-                            train_cfg=setup.train, build=build, hooks_for=hooks_for, after=after)
+        def build():
+            if variant == "reinit":  # a new init, same architecture
+                return ctx.build(setup.model, seed + 100_000 * level)
+            model = ctx.build(setup.model, seed)
+            model.load_state_dict(start)
+            return model
+
+        def after(model, res):
             if variant == "ticket":
-                finals[level] = torch.load(run.path("final.pt"), map_location=ctx.device,
-                                           weights_only=True)
-            print(f"{name:>20}: {res['weights_left']:7.2%} left, test acc {res['test_acc']:.4f} at "
-                  f"iteration {res['early_stop_iter']} ({res['train_wall_s']:.1f} s)", flush=True)
-            rows.append({"seed": seed, "level": level, "variant": variant, **res})
+                atomic_torch_save(model.state_dict(), run.path("final.pt"))
+            mask.save(run.path("mask.pt"))
+            return {"weights_left": mask.density()}
+
+        snapshot = level == 0 and setup.rewind_step  # late rewinding: keep the step-k weights
+        return TrialSpec(run, f"s{seed}-L{level}-{variant}", seed, build,
+                         stage="train" if level == 0 else "prune", mask=mask, after=after,
+                         hooks_for=(lambda m: [Snapshot(setup.rewind_step, self.rewind_path)])
+                         if snapshot else None)
+
+    def finished(self, level: int) -> None:
+        """Read the level's trained ticket (the next level prunes it)."""
+        path = self.ctx.run(Trial(self.setup, self.seed, level, "ticket")).path("final.pt")
+        self.finals[level] = torch.load(path, map_location=self.ctx.device, weights_only=True)
+
+
+def run(ctx: Context) -> list[dict]:
+    """Level by level, every seed and variant of the level as one pack; one row per trial."""
+    cfg = ctx.cfg
+    chains = [Chain(ctx, seed) for seed in range(cfg.seeds)]
+    rows = []
+    for level in range(cfg.levels + 1):
+        # at level 0 every variant is the same dense net
+        keys = [(c, v) for c in chains for v in cfg.variants if level > 0 or v == "ticket"]
+        specs = [c.spec(v, level) for c, v in keys]
+        results = train_all(ctx, specs, cfg.setup.train, pack=ctx.pack)
+        for (chain, variant), spec, res in zip(keys, specs, results):
+            print(f"{spec.name:>20}: {res['weights_left']:7.2%} left, test acc "
+                  f"{res['test_acc']:.4f} at iteration {res['early_stop_iter']} "
+                  f"({res['train_wall_s']:.1f} s)", flush=True)
+            rows.append({"seed": chain.seed, "level": level, "variant": variant, **res})
+        for chain in chains:
+            chain.finished(level)
     return rows
 
 
 EXPERIMENT = Experiment(
-    name="lottery_ticket", doc=__doc__, for_scale=for_scale, run=each_seed(run_seed),
-    report=write_report, model="lenet_300_100", model_help="lenet_300_100, conv2, conv4, conv6",
-    flags=flags, configure=configure, prune_flags=True)
+    name="lottery_ticket", doc=__doc__, for_scale=for_scale, run=run, report=write_report,
+    model="lenet_300_100", model_help="lenet_300_100, conv2, conv4, conv6", flags=flags,
+    configure=configure, prune_flags=True, packs=True)
 main = EXPERIMENT.main
 
 if __name__ == "__main__":

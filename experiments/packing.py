@@ -1,0 +1,108 @@
+"""Training a list of trials, packed K at a time where their model allows (`lib.pack`).
+
+An experiment describes each trial as a `TrialSpec` (its run folder, name, seed, how to build
+its starting model, its mask, what to save after) and hands a list of them to `train_all`.
+Finished trials are read back, never recomputed; the rest train in packs of `pack` trials that
+share a recipe (0: as many as there are), each with its own run folder, checkpoint,
+metrics.csv, wandb run and result, exactly as `run_trial` would write them. Trials whose
+model cannot be packed (a residual net), or that need loop hooks, train alone.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from experiments import provenance
+from experiments.common import Context
+from lib.log import TrialLog
+from lib.pack import PackError, PackedNet
+from lib.packed_train import train_packed
+from lib.prune.mask import Mask
+from lib.runs import Run, flat_config
+from lib.train import Hook, TrainConfig, TrainResult
+
+
+@dataclass
+class TrialSpec:
+    """One trial to train: the arguments of `run_trial`, with the mask as data (packable)."""
+
+    run: Run
+    name: str
+    seed: int
+    build: Callable[[], nn.Module]
+    stage: str = "train"
+    mask: Mask | None = None
+    fill: dict[str, Tensor] | None = None  # fixed values of pruned weights (default zero)
+    hooks_for: Callable[[nn.Module], Sequence[Hook]] | None = None  # other hooks: trains alone
+    after: Callable[[nn.Module, TrainResult], dict | None] | None = None
+
+
+def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, pack: int = 0,
+              keep_best: bool = False) -> list[dict]:
+    """Every spec's result dict, in order; trials not done yet are trained, packed if possible."""
+    todo = [s for s in specs if not s.run.done]
+    alone = [s for s in todo if s.hooks_for is not None or pack == 1]
+    by_step: dict[int, list[TrialSpec]] = defaultdict(list)  # a pack resumes from one step
+    for s in todo:
+        if s not in alone:
+            by_step[_checkpoint_step(s.run)].append(s)
+    for group in by_step.values():
+        size = pack or len(group)
+        for i in range(0, len(group), size):
+            chunk = group[i:i + size]
+            try:
+                _train_pack(ctx, chunk, train_cfg, keep_best) if len(chunk) > 1 else alone.append(chunk[0])
+            except PackError as e:
+                print(f"note: training {len(chunk)} trials alone ({e})", flush=True)
+                alone.extend(chunk)
+    for s in alone:
+        _train_alone(ctx, s, train_cfg, keep_best)
+    return [s.run.result() for s in specs]
+
+
+def _checkpoint_step(run: Run) -> int:
+    path = run.path("checkpoint.pt")
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+def _train_alone(ctx: Context, s: TrialSpec, cfg: TrainConfig, keep_best: bool) -> dict:
+    def hooks_for(model):
+        hooks = [s.mask.hook(model, s.fill)] if s.mask is not None else []
+        return hooks + list(s.hooks_for(model) if s.hooks_for else ())
+
+    return ctx.train(s.run, stage=s.stage, name=s.name, seed=s.seed, train_cfg=cfg,
+                     build=s.build, hooks_for=hooks_for, keep_best=keep_best, after=s.after)
+
+
+def _train_pack(ctx: Context, specs: list[TrialSpec], cfg: TrainConfig, keep_best: bool) -> None:
+    models = [s.build() for s in specs]
+    net = PackedNet(models, ctx.data.input_shape)  # PackError: the caller trains them alone
+    for s in specs:
+        s.run.start()
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(TrialLog(s.run.dir, experiment=ctx.experiment, stage=s.stage,
+                                             scale=ctx.scale, name=s.name,
+                                             config=flat_config(s.run.cfg), config_hash=s.run.hash))
+                for s in specs]
+        results = train_packed(net, ctx.data, cfg, seeds=[s.seed for s in specs],
+                               masks=[dict(s.mask) if s.mask is not None else None for s in specs],
+                               fills=[s.fill for s in specs],
+                               checkpoints=[s.run.path("checkpoint.pt") for s in specs],
+                               logs=[t.log for t in logs], keep_best=keep_best,
+                               desc=f"pack of {len(specs)}")
+        for k, (s, res, tlog) in enumerate(zip(specs, results, logs)):
+            model = models[k]
+            model.load_state_dict(net.state(k))
+            summary = {**res.summary(), "pack_size": len(specs)}
+            summary.update((s.after(model, res) if s.after else None) or {})
+            tlog.finish(summary)
+            s.run.finish({**summary, "run": s.run.hash})
+            s.run.path("checkpoint.pt").unlink(missing_ok=True)
+            provenance.CURRENT.trained_trial(s.run.hash)

@@ -1,0 +1,198 @@
+"""The training loop of `lib.train`, for K packed trials at once (`lib.pack.PackedNet`).
+
+Each trial keeps everything it would have alone: its own seeded batch order (the same
+`BatchIterator` as `train`), its own mask (and fixed values for pruned weights), its own
+optimiser state (one stacked tensor per parameter; Adam and SGD are element-wise), its own
+learning curve, early-stopping point and best weights, and its own checkpoint file, written in
+`train`'s format: a packed trial killed anywhere resumes packed or alone, with the same numbers.
+The batch loss is the sum of the K trials' mean cross-entropies, so each trial's gradient is
+exactly the gradient it gets alone. Evaluation is one batched forward of all K trials.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib.data import BatchIterator, Splits
+from lib.pack import PackedNet
+from lib.runs import atomic_torch_save
+from lib.train import TrainConfig, TrainResult, make_optimizer, show_progress
+
+MaskDict = dict[str, Tensor]
+
+
+@torch.no_grad()
+def evaluate_packed(net: PackedNet, x: Tensor, y: Tensor, chunk: int = 5000) -> tuple[list[float], list[float]]:
+    """Per-trial mean cross-entropy and accuracy of the K packed trials on the same (x, y)."""
+    was = net.training
+    net.eval()
+    loss = torch.zeros(net.k, device=x.device, dtype=torch.float64)
+    correct = torch.zeros(net.k, device=x.device, dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        logits = net(xb.unsqueeze(0).expand(net.k, *xb.shape))  # (K, B, classes)
+        yk = yb.unsqueeze(0).expand(net.k, -1)
+        loss += F.cross_entropy(logits.transpose(1, 2), yk, reduction="none").sum(1).double()
+        correct += (logits.argmax(2) == yk).sum(1).double()
+    net.train(was)
+    n = len(x)
+    return (loss / n).tolist(), (correct / n).tolist()
+
+
+class PackedMask:
+    """Stacked masks: gradients of pruned weights are zeroed after backward, and pruned weights
+    are written back to their fixed value (zero, or the trial's `fill`) after every step."""
+
+    def __init__(self, net: PackedNet, masks: Sequence[MaskDict | None],
+                 fills: Sequence[MaskDict | None]):
+        names = sorted({n for m in masks if m for n in m})
+        self.items = []
+        for name in names:
+            p = net.param(name)
+            keep = torch.stack([(m[name] if m and name in m else torch.ones_like(p[0], dtype=torch.bool))
+                                for m in masks]).to(device=p.device, dtype=p.dtype)
+            fixed = None
+            if any(f and name in f for f in fills):
+                fixed = torch.stack([(f[name].to(p) if f and name in f else torch.zeros_like(p[0]))
+                                     for f in fills]) * (1 - keep)
+            self.items.append((p, keep, fixed))
+        self.after_step()
+
+    def after_backward(self) -> None:
+        for p, keep, _ in self.items:
+            if p.grad is not None:
+                p.grad.mul_(keep)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for p, keep, fixed in self.items:
+            p.mul_(keep)
+            if fixed is not None:
+                p.add_(fixed)
+
+
+def _trial_optimizer_state(opt: torch.optim.Optimizer, params: list[Tensor], k: int) -> dict:
+    """Trial k's slice of a stacked optimiser's state, in a single trial's state_dict format."""
+    state = {}
+    for i, p in enumerate(params):
+        s = opt.state.get(p, {})
+        state[i] = {n: (v[k].clone() if torch.is_tensor(v) and v.shape == p.shape
+                        else v.clone() if torch.is_tensor(v) else v) for n, v in s.items()}
+    groups = [{**{n: v for n, v in g.items() if n != "params"}, "params": list(range(len(params)))}
+              for g in opt.param_groups]
+    return {"state": state, "param_groups": groups}
+
+
+def _load_optimizer_states(opt: torch.optim.Optimizer, params: list[Tensor], states: list[dict]) -> None:
+    """Stack K single-trial optimiser states into the packed optimiser."""
+    for i, p in enumerate(params):
+        per = [s["state"].get(i, {}) for s in states]
+        if not per[0]:
+            continue
+        merged = {}
+        for n, v in per[0].items():
+            if torch.is_tensor(v) and v.dim() and v.shape == p.shape[1:]:
+                merged[n] = torch.stack([s[n] for s in per]).to(p.device)
+            else:
+                merged[n] = v.to(p.device) if torch.is_tensor(v) and n != "step" else v
+        opt.state[p] = merged
+
+
+def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Sequence[int],
+                 masks: Sequence[MaskDict | None] | None = None,
+                 fills: Sequence[MaskDict | None] | None = None,
+                 checkpoints: Sequence[Path] | None = None,
+                 logs: Sequence[Callable[[dict], None]] | None = None,
+                 keep_best: bool = False, desc: str = "pack") -> list[TrainResult]:
+    """Train the K trials of `net` in place; one `TrainResult` per trial, as `lib.train.train`
+    would give for each alone (same batches, same evaluations, same selection rule)."""
+    cfg.validate()
+    k = net.k
+    masks, fills = list(masks or [None] * k), list(fills or [None] * k)
+    iters = [BatchIterator(data.train_x, data.train_y, cfg.batch_size, s, cfg.augment) for s in seeds]
+    total = cfg.total_steps(len(data.train_x))
+    eval_every = cfg.eval_every or iters[0].steps_per_epoch
+    params = list(net.stacked)
+    opt = make_optimizer(params, cfg)
+    results = [TrainResult(early_stop_on=cfg.early_stop_on) for _ in range(k)]
+    step = 0
+    if checkpoints is not None and all(Path(c).exists() for c in checkpoints):
+        states = [torch.load(c, map_location=data.train_x.device, weights_only=False) for c in checkpoints]
+        if len({s["step"] for s in states}) != 1:
+            raise ValueError("pack: the trials' checkpoints are at different steps; resume them alone")
+        for i, s in enumerate(states):
+            net.load_state(i, s["model"])
+            results[i].history, results[i].wall_s = s["history"], s["wall_s"]
+            results[i].best_state = s.get("best_state")
+        _load_optimizer_states(opt, params, [s["optimizer"] for s in states])
+        step = states[0]["step"]
+        for i, r in enumerate(results):
+            for row in r.history if logs else ():
+                logs[i](row)
+    mask = PackedMask(net, masks, fills)
+    eval_s = 0.0
+
+    def record(train_losses: list[float]) -> None:
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        val_loss, val_acc = evaluate_packed(net, data.val_x, data.val_y)
+        test_loss, test_acc = evaluate_packed(net, data.test_x, data.test_y)
+        for i, r in enumerate(results):
+            row = dict(step=step, train_loss=train_losses[i], val_loss=val_loss[i],
+                       val_acc=val_acc[i], test_loss=test_loss[i], test_acc=test_acc[i],
+                       lr=cfg.lr_at(step, total))
+            if keep_best and r.improves(row):
+                r.best_state = net.state(i)
+            r.history.append(row)
+            if logs:
+                logs[i](row)
+        eval_s += time.perf_counter() - t0
+
+    if step == 0:
+        record([float("nan")] * k)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not show_progress(), leave=False)
+    net.train()
+    started, start_step = time.perf_counter(), step
+    running, seen = torch.zeros(k, device=data.train_x.device), 0
+    streams = [it.from_step(step) for it in iters]
+    while step < total:
+        if cfg.schedule != "constant":
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step, total)
+        batch = [next(s) for s in streams]
+        xb = torch.stack([b[0] for b in batch])  # (K, B, ...)
+        yb = torch.stack([b[1] for b in batch])  # (K, B)
+        logits = net(xb)
+        per_trial = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)  # (K,)
+        opt.zero_grad(set_to_none=True)
+        per_trial.sum().backward()
+        mask.after_backward()
+        opt.step()
+        mask.after_step()
+        step += 1
+        running += per_trial.detach()
+        seen += 1
+        bar.update(1)
+        if step % eval_every == 0 or step == total:
+            record((running / seen).tolist())
+            running.zero_()
+            seen = 0
+            elapsed = time.perf_counter() - started
+            for i, c in enumerate(checkpoints or ()):
+                r = results[i]
+                atomic_torch_save({"model": net.state(i), "optimizer": _trial_optimizer_state(opt, params, i),
+                                   "hooks": [{}], "step": step, "history": r.history,
+                                   "wall_s": r.wall_s + elapsed / k, "best_state": r.best_state}, c)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    for r in results:
+        r.wall_s += elapsed / k  # a trial's share of the pack's time
+        r.images_per_s = k * (step - start_step) * cfg.batch_size / max(elapsed - eval_s, 1e-9)
+    return results
+

@@ -1,0 +1,127 @@
+"""Packed trials (lib.pack, lib.packed_train) equal the same trials run alone."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import tiny_splits
+from lib import models
+from lib.pack import PackError, PackedNet, can_pack
+from lib.packed_train import train_packed
+from lib.prune.mask import Mask
+from lib.train import TrainConfig, train
+
+CFG = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, iterations=30, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_splits(n_train=400, n_test=100, val=100)
+
+
+def fresh(name, data, seeds):
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        out.append(models.build(name, data.input_shape, data.num_classes))
+    return out
+
+
+def masks_for(model, k, density=0.4):
+    g = torch.Generator().manual_seed(k)
+    return {n: torch.rand(m.shape, generator=g) < density for n, m in Mask.ones(model).items()}
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "conv2", "vgg_tiny", "mobilenet_tiny"])
+def test_packed_forward_equals_each_model(name, data):
+    ms = fresh(name, data, [0, 1, 2])
+    net = PackedNet(ms, data.input_shape)  # checks itself on a random batch
+    x = data.train_x[:12].reshape(3, 4, *data.input_shape)
+    net.eval()
+    for m in ms:
+        m.eval()
+    want = torch.stack([m(x[i]) for i, m in enumerate(ms)])
+    torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(net.state(1)[n], t) for n, t in ms[1].state_dict().items())
+
+
+def test_residual_networks_are_refused(data):
+    assert not can_pack(models.build("resnet8", data.input_shape, 10), data.input_shape)
+    with pytest.raises(PackError, match="pack:"):
+        PackedNet(fresh("resnet8", data, [0, 1]), data.input_shape)
+    with pytest.raises(PackError, match="differ in architecture"):
+        PackedNet([models.build("lenet_300_100", data.input_shape, 10, hidden=(300, 100)),
+                   models.build("lenet_300_100", data.input_shape, 10, hidden=(200, 100))])
+
+
+@pytest.mark.parametrize("name,optimizer", [("lenet_300_100", "adam"), ("vgg_tiny", "sgd")])
+def test_a_packed_trial_equals_the_same_trial_alone(name, optimizer, data):
+    """Same init, same seeded batch order, own mask (and frozen-at-init fill for one trial):
+    the same curve, selection and weights, to float tolerance."""
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, momentum=0.9,
+                      weight_decay=1e-4, batch_size=32, iterations=30, eval_every=10)
+    seeds = [0, 1, 2]
+    ms = fresh(name, data, seeds)
+    masks = [masks_for(ms[0], k) for k in range(3)]
+    fills = [None, {n: ms[1].state_dict()[n] for n in masks[1]}, None]  # trial 1: pruned frozen at init
+    alone = []
+    for k, m in enumerate(ms):
+        m = copy.deepcopy(m)
+        res = train(m, data, cfg, seed=seeds[k], hooks=[Mask(masks[k]).hook(m, fills[k])], keep_best=True)
+        alone.append((m, res))
+    net = PackedNet([copy.deepcopy(m) for m in ms], data.input_shape)
+    packed = train_packed(net, data, cfg, seeds=seeds, masks=masks, fills=fills, keep_best=True)
+    for k, (m, res) in enumerate(alone):
+        got, want = packed[k], res
+        assert [r["step"] for r in got.history] == [r["step"] for r in want.history]
+        for a, b in zip(got.history, want.history):
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3, abs=1e-4)
+            assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.011)  # one image of 100
+        assert got.early_stop["step"] == want.early_stop["step"]
+        for n, t in m.state_dict().items():
+            torch.testing.assert_close(net.state(k)[n], t, rtol=1e-3, atol=2e-3)
+            torch.testing.assert_close(got.best_state[n], want.best_state[n], rtol=1e-3, atol=2e-3)
+        for n, keep in masks[k].items():  # masks hold through the optimiser
+            pruned = net.state(k)[n][~keep]
+            expect = fills[k][n][~keep] if fills[k] else torch.zeros_like(pruned)
+            assert torch.equal(pruned, expect)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_a_killed_pack_resumes_packed_or_alone_with_the_same_numbers(data, tmp_path):
+    seeds = [0, 1]
+    ms = fresh("lenet_300_100", data, seeds)
+    masks = [masks_for(ms[0], k) for k in range(2)]
+    ref_net = PackedNet([copy.deepcopy(m) for m in ms], data.input_shape)
+    ref = train_packed(ref_net, data, CFG, seeds=seeds, masks=masks)
+
+    def kill_at(step):
+        def log(row):
+            if row["step"] == step:
+                raise Killed
+        return log
+
+    ckpts = [tmp_path / f"c{k}.pt" for k in range(2)]
+    with pytest.raises(Killed):  # dies at the evaluation of step 20: the checkpoint of 10 is on disk
+        train_packed(PackedNet([copy.deepcopy(m) for m in ms], data.input_shape), data, CFG,
+                     seeds=seeds, masks=masks, checkpoints=ckpts, logs=[kill_at(20), lambda r: None])
+    assert torch.load(ckpts[0], weights_only=False)["step"] == 10
+    saved = [c.read_bytes() for c in ckpts]
+    net = PackedNet([copy.deepcopy(m) for m in ms], data.input_shape)
+    resumed = train_packed(net, data, CFG, seeds=seeds, masks=masks, checkpoints=ckpts)
+    for k in range(2):
+        assert [r["val_loss"] for r in resumed[k].history] == pytest.approx(
+            [r["val_loss"] for r in ref[k].history], rel=1e-6)
+        for n, t in ref_net.state(k).items():
+            torch.testing.assert_close(net.state(k)[n], t)
+    # the same checkpoint resumed by the single-trial loop: trial 1 alone
+    ckpts[1].write_bytes(saved[1])
+    alone = copy.deepcopy(ms[1])
+    res = train(alone, data, CFG, seed=1, hooks=[Mask(masks[1]).hook(alone)], checkpoint=ckpts[1])
+    assert [r["val_loss"] for r in res.history] == pytest.approx(
+        [r["val_loss"] for r in ref[1].history], rel=1e-4)

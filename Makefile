@@ -5,7 +5,7 @@ PY := .venv/bin/python
 STAMP := .venv/.requirements-installed
 
 .PHONY: help setup data test test-fast lottery lottery-ablation slimming rethinking filter-pruning kd \
-        feature-kd rkd quantization pipeline all-results claims notebooks benchmark sync clean-smoke
+        feature-kd rkd quantization pipeline all-results claims readmes notebooks benchmark sync clean-smoke
 
 help:
 	@echo "make setup                 venv + pinned requirements + Fashion-MNIST (idempotent)"
@@ -23,6 +23,7 @@ help:
 	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"
 	@echo "make all-results           every experiment at SCALE, one after the other"
 	@echo "make claims                every paper claim with its verdict on results/ (SCALE=...)"
+	@echo "make readmes               copy results (claims.md, run.json) into the READMEs' include blocks"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             training throughput and IMP wall time on this machine"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
@@ -79,6 +80,9 @@ all-results: lottery lottery-ablation slimming rethinking filter-pruning kd feat
 
 claims: setup
 	$(PY) scripts/claims.py --scale $(SCALE)
+
+readmes: setup
+	$(PY) scripts/sync_readmes.py
 
 notebooks: setup
 	LAB_SCALE=$(SCALE) $(PY) scripts/run_notebooks.py

@@ -55,8 +55,14 @@ def footer(trials: pd.DataFrame, produced_by: str, note: str = "") -> str:
     """The last lines of every table.md: trial count, summed training time, and how the trials
     were produced (`produced_by`: the command, wall time and machine of the invocations)."""
     wall = trials["train_wall_s"].sum() if "train_wall_s" in trials else 0.0
+    last = ""
+    if "selected_last" in trials:  # a model selected at its last evaluation is still learning
+        trained = trials[trials.selected_last.notna()]
+        n = int(trained.selected_last.astype(bool).sum())
+        last = (f" {n} of {len(trained)} trained trials were selected at their last evaluation "
+                f"(still learning when training stopped).")
     return (f"\nTrials: {len(trials)}; summed training time {wall:.0f} s{note}. Finished trials "
-            f"are reused, never re-run.\n{produced_by}\n")
+            f"are reused, never re-run.{last}\n{produced_by}\n")
 
 
 def write_table(out_dir: Path, *parts: str) -> None:

@@ -150,8 +150,10 @@ class TrainResult:
 
     def summary(self) -> dict:
         best, last = self.early_stop, self.final
-        return {"early_stop_iter": best["step"], "val_acc": best["val_acc"],
-                "test_acc": best["test_acc"], "final_test_acc": last["test_acc"],
+        return {"early_stop_iter": best["step"], "final_step": last["step"],
+                "selected_last": best["step"] == last["step"] and len(self.history) > 1,
+                "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+                "final_test_acc": last["test_acc"],
                 "final_val_acc": last["val_acc"], "train_wall_s": round(self.wall_s, 3),
                 "images_per_s": round(self.images_per_s, 1)}
 

@@ -98,3 +98,25 @@ def test_aggregate_mean_sd_n():
     assert table.acc.tolist() == ["70.0 ± 20.0", "40.0"] and table.n.tolist() == [3, 1]
     md = markdown(table)
     assert md.splitlines()[0] == "| level | acc | n |" and "| 0 | 70.0 ± 20.0 | 3 |" in md
+
+
+def test_footer_counts_trials_still_learning():
+    import pandas as pd
+
+    from lib.report import footer
+
+    trials = pd.DataFrame({"train_wall_s": [10.0, 20.0, 0.0], "selected_last": [True, False, None]})
+    text = footer(trials, "Produced by 1 invocation.")
+    assert "Trials: 3; summed training time 30 s." in text
+    assert "1 of 2 trained trials were selected at their last evaluation" in text
+    assert text.rstrip().endswith("Produced by 1 invocation.")
+
+
+def test_summary_says_whether_the_last_evaluation_was_selected():
+    from lib.train import TrainResult
+
+    rows = [dict(step=s, val_loss=v, val_acc=0.5, test_acc=0.5) for s, v in ((0, 2.0), (10, 1.0), (20, 0.5))]
+    assert TrainResult(history=rows).summary()["selected_last"] is True
+    rows[-1]["val_loss"] = 1.5
+    summary = TrainResult(history=rows).summary()
+    assert summary["selected_last"] is False and (summary["early_stop_iter"], summary["final_step"]) == (10, 20)

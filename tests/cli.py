@@ -17,16 +17,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lab_env(base: Path) -> dict:
-    """Environment that sends runs, results and wandb files under `base`."""
-    return {**os.environ, "LAB_RUNS_DIR": str(base / "runs"),
-            "LAB_RESULTS_DIR": str(base / "results"), "WANDB_DIR": str(base)}
+def lab_env(base: Path, wandb: bool = True) -> dict:
+    """Environment that sends runs, results and wandb files under `base`. With `wandb` False
+    no wandb run is opened (WANDB_MODE=disabled: ~0.15 s saved per trial); the tests that read
+    offline wandb records (tests/wandb_records.py) keep it on."""
+    env = {**os.environ, "LAB_RUNS_DIR": str(base / "runs"),
+           "LAB_RESULTS_DIR": str(base / "results"), "WANDB_DIR": str(base)}
+    return env if wandb else {**env, "WANDB_MODE": "disabled"}
 
 
-def run_experiment(name: str, *args: str, base: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run_experiment(name: str, *args: str, base: Path, check: bool = True,
+                   wandb: bool = True) -> subprocess.CompletedProcess:
     """`python -m experiments.<name> *args`, output captured."""
     return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT,
-                          env=lab_env(base), capture_output=True, text=True, check=check)
+                          env=lab_env(base, wandb), capture_output=True, text=True, check=check)
 
 
 class Smoke(NamedTuple):
@@ -37,21 +41,21 @@ class Smoke(NamedTuple):
     trials: pd.DataFrame
 
 
-def smoke_run(tmp_path_factory, name: str, *args: str) -> Smoke:
+def smoke_run(tmp_path_factory, name: str, *args: str, wandb: bool = False) -> Smoke:
     """Run `python -m experiments.<name> --scale smoke *args` under a fresh temp folder (for a
-    module-scoped fixture) and read its results."""
+    module-scoped fixture) and read its results (wandb off unless `wandb`)."""
     base = tmp_path_factory.mktemp(name)
-    run_experiment(name, "--scale", "smoke", *args, base=base)
+    run_experiment(name, "--scale", "smoke", *args, base=base, wandb=wandb)
     out = base / "results" / name / "smoke"
     return Smoke(base, out, pd.read_csv(out / "trials.csv"))
 
 
-def smoke_fixture(name: str, *args: str):
+def smoke_fixture(name: str, *args: str, wandb: bool = False):
     """A test module's `smoke` fixture: `smoke = smoke_fixture("<name>")` runs the experiment
     at smoke scale once for the module (`smoke_run`) and gives every test its `Smoke`."""
     @pytest.fixture(scope="module", name="smoke")
     def fixture(tmp_path_factory) -> Smoke:
-        return smoke_run(tmp_path_factory, name, *args)
+        return smoke_run(tmp_path_factory, name, *args, wandb=wandb)
     return fixture
 
 

@@ -9,7 +9,7 @@ from notebooks import smoke_output_text
 from wandb_records import offline_runs
 
 
-smoke = smoke_fixture("lottery_ablation")
+smoke = smoke_fixture("lottery_ablation", wandb=True)  # its tests read the offline wandb records
 
 
 @pytest.mark.smoke

@@ -17,7 +17,7 @@ NUMBERS = ["seed", "level", "variant", "weights_left", "early_stop_iter", "test_
            "final_test_acc", "val_acc"]
 
 
-smoke = smoke_fixture("lottery_ticket")
+smoke = smoke_fixture("lottery_ticket", wandb=True)  # its tests read the offline wandb records
 
 
 @pytest.mark.smoke

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib.data import BatchIterator, Splits
-from lib.runs import atomic_torch_save
+from lib.runs import atomic_torch_save, read_checkpoint
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -59,10 +59,14 @@ class TrainConfig:
             raise ValueError(f"schedule: unknown '{self.schedule}', choose from {', '.join(SCHEDULES)}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not math.isfinite(self.lr):
+            raise ValueError(f"lr: must be finite, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
         if (self.iterations > 0) == (self.epochs > 0):
             raise ValueError("iterations/epochs: set exactly one of them to a positive value")
+        if not math.isfinite(self.epochs):
+            raise ValueError(f"epochs: must be finite, got {self.epochs}")
         if self.early_stop_on not in EARLY_STOP:
             raise ValueError(f"early_stop_on: unknown '{self.early_stop_on}', choose from {', '.join(EARLY_STOP)}")
         if self.eval_every < 0:
@@ -126,6 +130,7 @@ class TrainResult:
     images_per_s: float = 0.0
     early_stop_on: str = "val_loss"
     best_state: dict[str, Tensor] | None = None  # weights at `early_stop` (train(keep_best=True))
+    diverged_step: int | None = None  # the step whose loss was not finite (training stopped)
 
     def improves(self, row: dict) -> bool:
         """True when `row` would be the new early-stop point (strictly better: first on ties)."""
@@ -155,7 +160,14 @@ class TrainResult:
                 "val_acc": best["val_acc"], "test_acc": best["test_acc"],
                 "final_test_acc": last["test_acc"],
                 "final_val_acc": last["val_acc"], "train_wall_s": round(self.wall_s, 3),
-                "images_per_s": round(self.images_per_s, 1)}
+                "images_per_s": round(self.images_per_s, 1), **self.divergence()}
+
+    def divergence(self) -> dict:
+        """`diverged` and `diverged_step` for a trial stopped by a non-finite loss (only then:
+        the results of trials that converge keep their columns)."""
+        if self.diverged_step is None:
+            return {}
+        return {"diverged": True, "diverged_step": self.diverged_step}
 
 
 @torch.no_grad()
@@ -172,6 +184,32 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 10000) -> tupl
     return loss / len(x), correct / len(x)
 
 
+def _without_dynamo(cls: type) -> None:
+    """Let `cls` (and Optimizer) run without importing torch._dynamo (0.75 s of start-up).
+
+    torch wraps some Optimizer methods in `_disable_dynamo`, which imports torch._dynamo on the
+    first call only to mark them "never compile"; the lab never compiles, so the wrapped function
+    is marked as its own disabled version. `step` is handled by `_raw_step`."""
+    for owner in (torch.optim.Optimizer, cls):
+        for f in vars(owner).values():
+            code = getattr(f, "__code__", None)
+            if code is not None and code.co_qualname == "_disable_dynamo.<locals>.inner":
+                f.__wrapped__.__dynamo_disable = f.__wrapped__
+
+
+def _raw_step(opt: torch.optim.Optimizer) -> None:
+    """Bind `opt.step` to the optimiser's own update under no_grad, past torch's wrappers (the
+    profiler hook and a dynamo graph break that imports torch._dynamo at every step)."""
+    fn = type(opt).step
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+
+    def step() -> None:
+        with torch.no_grad():
+            fn(opt)
+    opt.step = step  # type: ignore[method-assign]
+
+
 def make_optimizer(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or SGD, fused where the device supports it (it halves per-step overhead on CPU)."""
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -179,10 +217,23 @@ def make_optimizer(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimi
         cls = torch.optim.Adam
     else:
         cls, kw["momentum"] = torch.optim.SGD, cfg.momentum
+    _without_dynamo(cls)
     try:
-        return cls(params, fused=True, **kw)
+        opt = cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
-        return cls(params, foreach=True, **kw)
+        opt = cls(params, foreach=True, **kw)
+    _raw_step(opt)
+    return opt
+
+
+def replay(log: Callable[[dict], None], rows: list[dict]) -> None:
+    """Hand the evaluation rows a resumed run restored to `log`: through `log.replay(rows)`
+    where it has one (`lib.log.TrialLog`: its wandb run may hold them already), else row by row."""
+    if hasattr(log, "replay"):
+        log.replay(rows)
+    else:
+        for row in rows:
+            log(row)
 
 
 def show_progress() -> bool:
@@ -201,6 +252,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     exactly where its last evaluation left it; `log(row)` receives every evaluation row.
     `keep_best` copies the weights at every evaluation that becomes the early-stop point into
     `result.best_state` (a chain hands the *selected* network down, not the last one).
+    A non-finite loss stops training at once (`result.diverged_step`); the evaluations before
+    it stand, and the early-stop point is chosen among them.
     """
     cfg.validate()
     device = data.train_x.device
@@ -214,16 +267,16 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     opt = make_optimizer(params, cfg)
     result, step = TrainResult(early_stop_on=cfg.early_stop_on), 0
 
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = read_checkpoint(checkpoint, device) if checkpoint is not None else None
+    if state is not None:  # an unreadable checkpoint was moved aside: start from step 0
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         for h, hs in zip(hooks, state["hooks"]):
             h.load_state_dict(hs)
         step, result.history = state["step"], state["history"]
         result.wall_s, result.best_state = state["wall_s"], state.get("best_state")
-        for row in result.history if log is not None else ():
-            log(row)  # replay, so the resumed run's log is whole
+        if log is not None:
+            replay(log, result.history)  # so the resumed run's log is whole
 
     eval_s = 0.0  # time spent evaluating, left out of the training throughput
 
@@ -265,6 +318,9 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
             extra = h.extra_loss(xb, yb, logits)
             if extra is not None:
                 loss = loss + extra
+        if not math.isfinite(loss.item()):  # diverged: every later step would be NaN too
+            result.diverged_step = step
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for h in hooks:

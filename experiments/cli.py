@@ -86,11 +86,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=None, help="training steps per trial")
     g.add_argument("--epochs", type=float, default=None, help="training epochs per trial")
     g.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (0: per epoch)")
+    g.add_argument("--precision", default=None,
+                   help="fp32 (default: reproducible) or bf16 (autocast; CPUs with bf16 support, GPUs)")
 
 
 def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
     """`cfg` with the flags of `add_train_args` that were given; --epochs clears iterations."""
-    changes = {k: getattr(a, k) for k in ("optimizer", "lr", "batch_size", "eval_every")
+    changes = {k: getattr(a, k) for k in ("optimizer", "lr", "batch_size", "eval_every", "precision")
                if getattr(a, k, None) is not None}
     if getattr(a, "epochs", None) is not None:
         changes.update(epochs=a.epochs, iterations=0)

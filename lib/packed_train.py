@@ -168,8 +168,9 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
         batch = [next(s) for s in streams]
         xb = torch.stack([b[0] for b in batch])  # (K, B, ...)
         yb = torch.stack([b[1] for b in batch])  # (K, B)
-        logits = net(xb)
-        per_trial = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)  # (K,)
+        with cfg.autocast(xb.device):
+            logits = net(xb)
+            per_trial = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1)  # (K,)
         opt.zero_grad(set_to_none=True)
         per_trial.sum().backward()
         mask.after_backward()

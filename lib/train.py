@@ -30,6 +30,7 @@ from lib.runs import atomic_torch_save, read_checkpoint
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 EARLY_STOP = ("val_loss", "val_acc")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TrainConfig:
     augment: bool = False  # random crop + flip (CIFAR)
     early_stop_on: str = "val_loss"  # or "val_acc" (supermasks: their loss is badly calibrated)
     channels_last: bool = False  # NHWC convs: 1.4-1.8x faster training on this CPU for small CNNs
+    precision: str = "fp32"  # "bf16": forward and loss under bf16 autocast (weights stay fp32)
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line ValueError naming the first bad field."""
@@ -71,7 +73,13 @@ class TrainConfig:
             raise ValueError(f"early_stop_on: unknown '{self.early_stop_on}', choose from {', '.join(EARLY_STOP)}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every: must be >= 0, got {self.eval_every}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: unknown '{self.precision}', choose from {', '.join(PRECISIONS)}")
         return self
+
+    def autocast(self, device: torch.device):
+        """The forward pass's precision context: bf16 autocast, or nothing for fp32."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def total_steps(self, n_train: int) -> int:
         if self.iterations:
@@ -312,12 +320,13 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
             xb = xb.contiguous(memory_format=torch.channels_last)
         for h in hooks:
             h.on_batch(batches.index)
-        logits = model(xb)
-        loss = criterion(xb, yb, logits) if criterion else F.cross_entropy(logits, yb)
-        for h in hooks:
-            extra = h.extra_loss(xb, yb, logits)
-            if extra is not None:
-                loss = loss + extra
+        with cfg.autocast(device):
+            logits = model(xb)
+            loss = criterion(xb, yb, logits) if criterion else F.cross_entropy(logits, yb)
+            for h in hooks:
+                extra = h.extra_loss(xb, yb, logits)
+                if extra is not None:
+                    loss = loss + extra
         if not math.isfinite(loss.item()):  # diverged: every later step would be NaN too
             result.diverged_step = step
             break

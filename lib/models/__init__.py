@@ -35,4 +35,4 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -
 
 
 # importing the families fills the registry
-from lib.models import conv, lenet, mobilenet, resnet, vgg  # noqa: E402,F401
+from lib.models import conv, lenet, mobilenet, resnet, shufflenet, tvision, vgg, wrn  # noqa: E402,F401

@@ -15,12 +15,15 @@ def glorot_(model: nn.Module) -> nn.Module:
 
 
 def kaiming_bn_(model: nn.Module, linear_std: float | None = None) -> nn.Module:
-    """The CIFAR codes' init (Network Slimming, RepDistiller): Kaiming-normal fan-out convs,
-    BatchNorm scale 1 and shift 0, and (with `linear_std`) N(0, std²) linear weights with zero
-    biases; otherwise linear layers keep PyTorch's default."""
+    """The CIFAR codes' init (Network Slimming, RepDistiller): Kaiming-normal fan-out convs
+    (and zero conv biases, where convs have them), BatchNorm scale 1 and shift 0, and (with
+    `linear_std`) N(0, std²) linear weights with zero biases; otherwise linear layers keep
+    PyTorch's default."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

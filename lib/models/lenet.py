@@ -1,4 +1,7 @@
-"""LeNet-300-100 (LeCun et al. 1998), the fully connected net of the lottery-ticket paper."""
+"""Fully connected nets: LeNet-300-100 (LeCun et al. 1998), the lottery-ticket paper's, and the
+MNIST nets of Hinton et al. 2015 ("Distilling the knowledge in a neural network", Section 3):
+the teacher with two hidden layers of 1200 ReLUs (`mlp_1200`; the paper trains it with dropout,
+a training choice left to the recipe) and the student with two of 800 (`mlp_800`)."""
 from __future__ import annotations
 
 import math
@@ -29,4 +32,16 @@ class MLP(nn.Module):
 @register("lenet_300_100")
 def lenet_300_100(input_shape, num_classes, hidden: tuple[int, ...] = (300, 100), **kw) -> nn.Module:
     """`hidden` rebuilds a neuron-pruned LeNet from its surviving widths."""
+    return MLP(input_shape, num_classes, hidden=tuple(hidden))
+
+
+@register("mlp_1200")
+def mlp_1200(input_shape, num_classes, hidden: tuple[int, ...] = (1200, 1200), **kw) -> nn.Module:
+    """Hinton et al.'s MNIST teacher, 784-1200-1200-10."""
+    return MLP(input_shape, num_classes, hidden=tuple(hidden))
+
+
+@register("mlp_800")
+def mlp_800(input_shape, num_classes, hidden: tuple[int, ...] = (800, 800), **kw) -> nn.Module:
+    """Hinton et al.'s MNIST student, 784-800-800-10."""
     return MLP(input_shape, num_classes, hidden=tuple(hidden))

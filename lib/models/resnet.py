@@ -1,7 +1,10 @@
 """CIFAR ResNets (He et al. CVPR 2016, Section 4.2): depth 6n+2, stages of 16/32/64 channels.
 
 A 3x3 conv-BN-ReLU stem, three stages of n BasicBlocks (the 2nd and 3rd start with stride 2),
-global average pooling and one Linear classifier. resnet8 / resnet20 / resnet56 are n = 1 / 3 / 9.
+global average pooling and one Linear classifier. resnet8 / 20 / 32 / 44 / 56 / 110 are
+n = 1 / 3 / 5 / 7 / 9 / 18. RepDistiller's wide pair resnet8x4 / resnet32x4 (n = 1 / 5) has a
+32-channel stem and stages of 64/128/256 channels (`stem`, `stages`): its first block projects
+32 -> 64 channels with the option-B shortcut although its stride is 1.
 
 Shortcut when a block changes shape: option B by default, a 1x1 conv + BN projection, as in the
 RepDistiller code whose CIFAR-100 numbers REFERENCE.md quotes (resnet20: 272k parameters on
@@ -65,7 +68,7 @@ class ResNet(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, blocks_per_stage: int,
                  stages: Sequence[int] = (16, 32, 64), widths: Sequence[int] | None = None,
-                 shortcut: str = "B"):
+                 shortcut: str = "B", stem: int | None = None):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut: unknown '{shortcut}', choose from {', '.join(SHORTCUTS)}")
@@ -75,9 +78,10 @@ class ResNet(nn.Module):
             raise ValueError(f"widths: expected {n_blocks} positive inner widths, got {widths}")
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         self.blocks_per_stage, self.stages, self.shortcut = blocks_per_stage, tuple(stages), shortcut
-        self.conv1 = nn.Conv2d(input_shape[0], stages[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stages[0])
-        c, inner = stages[0], iter(widths)
+        self.stem = stages[0] if stem is None else int(stem)
+        self.conv1 = nn.Conv2d(input_shape[0], self.stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.stem)
+        c, inner = self.stem, iter(widths)
         for s, width in enumerate(stages):
             blocks = []
             for b in range(blocks_per_stage):
@@ -104,16 +108,19 @@ class ResNet(nn.Module):
         return {"input_shape": self.input_shape, "num_classes": self.num_classes,
                 "blocks_per_stage": self.blocks_per_stage, "stages": self.stages,
                 "widths": tuple(b.conv1.out_channels for _, b in self.blocks()),
-                "shortcut": self.shortcut}
+                "shortcut": self.shortcut, "stem": self.stem}
 
 
-def _factory(name: str, n: int):
+def _factory(name: str, n: int, **defaults):
     def build(input_shape, num_classes, **kw) -> nn.Module:
-        return ResNet(input_shape, num_classes, blocks_per_stage=n, **kw)
+        return ResNet(input_shape, num_classes, blocks_per_stage=n, **{**defaults, **kw})
     build.__name__ = name
-    build.__doc__ = f"{name}: CIFAR ResNet with {n} BasicBlock(s) per stage."
+    build.__doc__ = f"{name}: CIFAR ResNet with {n} BasicBlock(s) per stage {defaults or ''}."
     return register(name)(build)
 
 
-for _name, _n in (("resnet8", 1), ("resnet20", 3), ("resnet56", 9)):
+for _name, _n in (("resnet8", 1), ("resnet20", 3), ("resnet32", 5), ("resnet44", 7),
+                  ("resnet56", 9), ("resnet110", 18)):
     _factory(_name, _n)
+for _name, _n in (("resnet8x4", 1), ("resnet32x4", 5)):  # RepDistiller's 4x wider pair
+    _factory(_name, _n, stem=32, stages=(64, 128, 256))

@@ -9,7 +9,9 @@ a per-batch gather of a seeded permutation costs microseconds.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +148,47 @@ def raw_mnist(data_dir=None, download: bool = True) -> tuple[np.ndarray, ...]:
     return _mnist_like("MNIST", "mnist", data_dir, download)
 
 
+def read_cifar_batch(path: Path, md5: str, official_rows: int, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch of torchvision's layout: (N, 3, 32, 32) uint8 images, int64 labels.
+
+    A batch holding the official release's number of images must have the official MD5
+    (torchvision's); a batch of another size (a subset, a synthetic fixture) is not one of the
+    official files and is checked for structure only. Anything unreadable: one-line DataError."""
+    raw = path.read_bytes()
+    try:
+        entry = pickle.loads(raw, encoding="latin1")
+        x = np.asarray(entry["data"], dtype=np.uint8)
+        y = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a damaged file
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {e}): {fix}") from None
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
+        raise DataError(f"{path} is damaged (images {x.shape}, labels {y.shape}): {fix}")
+    if len(x) == official_rows and hashlib.md5(raw).hexdigest() != md5:
+        raise DataError(f"{path} is damaged (MD5 of its content is not the official {md5}): {fix}")
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _read_cifar_folder(folder: Path, cls, name: str) -> tuple[np.ndarray, ...]:
+    """The batches torchvision's `cls` lists (train, then test) from `folder`, concatenated."""
+    fix = "delete it and rerun (torchvision downloads a fresh copy), or set DATA_DIR to good copies"
+    out = []
+    for files, rows in ((cls.train_list, SHAPES[name][2] // len(cls.train_list)),
+                        (cls.test_list, 10000 // len(cls.test_list))):
+        parts = [read_cifar_batch(folder / f, md5, rows, fix) for f, md5 in files]
+        out += [np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])]
+    return tuple(out)
+
+
 def _cifar(cls_name: str, name: str, data_dir, download: bool) -> tuple[np.ndarray, ...]:
+    """torchvision's python batches (`cifar-10-batches-py/`, `cifar-100-python/`) under the
+    first search root that has them all, read here; else torchvision downloads and checks them."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    files = [f for f, _ in cls.train_list + cls.test_list]
+    for root in _search_roots(data_dir):
+        if all((root / cls.base_folder / f).is_file() for f in files):
+            return _read_cifar_folder(root / cls.base_folder, cls, name)
     train, test = _load_torchvision(
         cls_name, name, data_dir, download,
         f"set DATA_DIR to a folder with torchvision's {name} files, or go online to download")
@@ -238,17 +280,27 @@ def load(name: str = "fashion_mnist", *, val_size: int = 5000, split_seed: int =
 # ----------------------------------------------------------------------------- batches
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Standard CIFAR augmentation on a whole batch at once: pad, random crop, random h-flip."""
+    """Standard CIFAR augmentation on a whole batch at once, on `x`'s device: pad, random crop,
+    random h-flip. The offsets and flips are drawn from the CPU `generator` (the same crops on
+    every device) and reach a GPU in one non-blocking copy: no host sync per batch."""
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    dy, dx, flip = to_device(torch.stack([dy, dx, flip.long()]), x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+    return torch.where(flip.bool()[:, None, None, None], out.flip(3), out).contiguous()
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """`t` (on the CPU) on `device`; to a GPU through pinned memory, without blocking the host."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class BatchIterator:
@@ -271,7 +323,7 @@ class BatchIterator:
         b = self.batch_size
         while True:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            perm = torch.randperm(len(self.x), generator=g).to(self.x.device)
+            perm = to_device(torch.randperm(len(self.x), generator=g), self.x.device)
             # gathering one batch at a time is cheaper than permuting the whole set per epoch
             for i in range(offset, self.steps_per_epoch):
                 idx = perm[i * b:(i + 1) * b]

@@ -49,3 +49,12 @@ def tiny_splits(n_train: int = 600, n_test: int = 200, shape=(1, 28, 28), val: i
         return data.load("synthetic", val_size=val)
     finally:
         data.DATASETS["synthetic"] = orig
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A DATA_DIR holding small synthetic CIFAR-10, CIFAR-100 and MNIST in torchvision's exact
+    on-disk layouts (tests/synthetic_data.py): 600 training and 200 test images each."""
+    from synthetic_data import write_all
+
+    return write_all(tmp_path_factory.mktemp("data"))

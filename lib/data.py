@@ -172,7 +172,7 @@ def _read_cifar_folder(folder: Path, cls, name: str) -> tuple[np.ndarray, ...]:
     """The batches torchvision's `cls` lists (train, then test) from `folder`, concatenated."""
     fix = "delete it and rerun (torchvision downloads a fresh copy), or set DATA_DIR to good copies"
     out = []
-    for files, rows in ((cls.train_list, SHAPES[name][2] // len(cls.train_list)),
+    for files, rows in ((cls.train_list, 50000 // len(cls.train_list)),  # the official sizes
                         (cls.test_list, 10000 // len(cls.test_list))):
         parts = [read_cifar_batch(folder / f, md5, rows, fix) for f, md5 in files]
         out += [np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])]

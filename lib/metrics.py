@@ -1,4 +1,4 @@
-"""Model size and speed metrics: parameter counts, non-zeros, bytes, MACs, CPU latency."""
+"""Model size and speed metrics: parameter counts, non-zeros, bytes, MACs and FLOPs, CPU latency."""
 from __future__ import annotations
 
 import statistics
@@ -54,6 +54,30 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return int(total)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one forward pass on one input, counted by torch itself
+    (`torch.utils.flop_counter.FlopCounterMode`, at the aten level).
+
+    It sees every convolution and matrix product wherever it is computed: functional calls
+    outside modules (a packed conv, an attention's `q @ k.T`, `F.scaled_dot_product_attention`)
+    that `count_macs`'s module hooks miss. A multiply-accumulate is 2 FLOPs, so on models made of
+    Conv2d and Linear modules `count_flops == 2 * count_macs` (biases, BN and activations are
+    left out by both).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu")
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def _median_seconds(model: nn.Module, x: Tensor, repeats: int, warmup: int = 2) -> float:

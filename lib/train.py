@@ -178,6 +178,25 @@ class TrainResult:
         return {"diverged": True, "diverged_step": self.diverged_step}
 
 
+def prepare_device(device: torch.device) -> None:
+    """On CUDA, let cuDNN pick the fastest convolution algorithms for the (fixed) batch shapes."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of `model`'s parameters and buffers (its state_dict), detached."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def first_non_finite(losses: Sequence[Tensor]) -> list[int | None]:
+    """For losses collected over steps (each a scalar, or (K,) for K packed trials): per trial,
+    the index of the first step whose loss is not finite, or None. One host read in all."""
+    bad = ~torch.isfinite(torch.stack(list(losses)).reshape(len(losses), -1))  # (steps, K)
+    first = torch.where(bad.any(0), bad.float().argmax(0), -1).tolist()  # argmax: first True
+    return [None if i < 0 else i for i in first]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 10000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode."""
@@ -260,11 +279,15 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     exactly where its last evaluation left it; `log(row)` receives every evaluation row.
     `keep_best` copies the weights at every evaluation that becomes the early-stop point into
     `result.best_state` (a chain hands the *selected* network down, not the last one).
-    A non-finite loss stops training at once (`result.diverged_step`); the evaluations before
-    it stand, and the early-stop point is chosen among them.
+    A non-finite loss stops training (`result.diverged_step` is its step): the batch losses are
+    read at each evaluation, not at every step (no host sync per step on a GPU), so the loop
+    finds it there, puts the model back to its state at the previous evaluation (its last
+    checkpoint) and stops; the evaluations before it stand, and the early-stop point is chosen
+    among them.
     """
     cfg.validate()
     device = data.train_x.device
+    prepare_device(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     batches = BatchIterator(data.train_x, data.train_y, cfg.batch_size, seed, cfg.augment)
@@ -298,7 +321,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
         for h in hooks:
             row.update(h.metrics(model, data))
         if keep_best and result.improves(row):
-            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_state = snapshot(model)
         result.history.append(row)
         if log is not None:
             log(row)
@@ -310,6 +333,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     model.train()
     started, start_step = time.perf_counter(), step
     running, seen = torch.zeros((), device=device), 0
+    losses: list[Tensor] = []  # this evaluation interval's batch losses, read at its end
+    last_eval = snapshot(model)  # the state to go back to if the interval diverged
     for xb, yb in batches.from_step(step):
         if step >= total:
             break
@@ -327,9 +352,6 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
                 extra = h.extra_loss(xb, yb, logits)
                 if extra is not None:
                     loss = loss + extra
-        if not math.isfinite(loss.item()):  # diverged: every later step would be NaN too
-            result.diverged_step = step
-            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for h in hooks:
@@ -340,11 +362,18 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
             h.after_step(model, step)
         running += loss.detach()
         seen += 1
+        losses.append(loss.detach())
         bar.update(1)
         if step % eval_every == 0 or step == total:
+            bad = first_non_finite(losses)[0]
+            if bad is not None:  # diverged: every later step would be NaN too
+                result.diverged_step = step - len(losses) + bad
+                model.load_state_dict(last_eval)
+                break
             record(running.item() / seen)
-            running.zero_(), bar.set_postfix(val_acc=f"{result.history[-1]['val_acc']:.4f}")
+            running.zero_(), losses.clear(), bar.set_postfix(val_acc=f"{result.history[-1]['val_acc']:.4f}")
             seen = 0
+            last_eval = snapshot(model)
             elapsed = time.perf_counter() - started
             if checkpoint is not None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),

@@ -21,8 +21,10 @@ SCALES = ("smoke", "default", "paper")
 
 
 def fail(msg: str) -> None:
-    """Exit with one line on stderr: bad input is reported before any compute."""
-    print(f"error: {msg}", file=sys.stderr)
+    """Exit with one line on stderr: bad input is reported before any compute. Characters that
+    would break the line (a newline typed into a flag's value...) are shown escaped."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    print(f"error: {line}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -24,13 +24,14 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from experiments import provenance
+from experiments import faults, provenance
 from experiments.cli import (add_prune_args, add_train_args, base_parser, check_scale, fail,
                              parse_floats, parse_ints, parse_list, pick_device, preset)
 from experiments.trial import run_eval, run_trial
 from lib import data as datasets
 from lib import models
 from lib.data import Splits
+from lib.prune.limits import check_levels
 from lib.report import results_dir
 from lib.runs import Run, atomic_torch_save
 from lib.train import TrainConfig, TrainResult
@@ -71,9 +72,28 @@ class Setup:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Setup":
-        """One-line ValueError naming the first bad field of the recipe."""
+        """One-line ValueError naming the first bad field of the recipe or the data sizes."""
         self.train.validate()
+        datasets.check_dataset_name(self.dataset)
+        n = datasets.SHAPES[self.dataset][2]
+        require(0 <= self.val_size < n, "val_size", f"in [0, {n}) ({self.dataset} has {n} "
+                "training images)", self.val_size)
+        require(self.train_limit >= 0 and self.test_limit >= 0, "train_limit/test_limit",
+                ">= 0", (self.train_limit, self.test_limit))
+        require(self.train.batch_size <= self.n_train(), "batch_size",
+                f"<= {self.n_train()}, the training images", self.train.batch_size)
         return self
+
+    def n_train(self) -> int:
+        """Training images once validation is carved out and the limit applied (from the
+        dataset's known size: checks before any data is read)."""
+        n = datasets.SHAPES[self.dataset][2] - self.val_size
+        return min(n, self.train_limit) if self.train_limit else n
+
+    def check_prune_levels(self, prune: Any, levels: int, field: str = "levels") -> None:
+        """One-line ValueError when `levels` rounds of `prune` leave a layer with no weight."""
+        shape, classes, _ = datasets.SHAPES[self.dataset]
+        check_levels(self.model, shape, classes, prune, levels, field)
 
     def data_fields(self) -> dict:
         """The fields that choose the data (what a teacher must share with its students)."""
@@ -134,8 +154,7 @@ class Context:
         res = self.train(run, stage=stage, name=name, seed=seed, train_cfg=train_cfg,
                          build=lambda: self.build(model, seed), after=save, **kw)
         net = self.build(model, seed)
-        net.load_state_dict(torch.load(run.path("final.pt"), map_location=self.device,
-                                       weights_only=True))
+        net.load_state_dict(run.load("final.pt", self.device))
         return net.eval(), res
 
     def evaluate(self, run: Run, **kw) -> dict:
@@ -213,12 +232,15 @@ class Experiment:
             fail(str(e))
 
     def main(self, argv: Sequence[str] | None = None) -> None:
+        """Parse, load, run, report. Ctrl-C / SIGTERM, a full disk and damaged run files are
+        handled here, once for every experiment (`experiments.faults`)."""
         cfg, scale, device, a = self.parse_args(argv)
         provenance.CURRENT.begin(self.name, scale, provenance.argv_of(argv), machine())
         clock = time.perf_counter()
-        ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device),
-                      pack=getattr(a, "pack", 0))
-        out = self.report(ctx, self.run(ctx))
+        with faults.guarded():
+            ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device),
+                          pack=getattr(a, "pack", 0))
+            out = faults.until_whole(lambda: self.report(ctx, self.run(ctx)))
         print(f"wrote {out}/trials.csv, table.md and plots in {time.perf_counter() - clock:.1f} s")
 
 
@@ -244,5 +266,5 @@ def load_data(setup: Setup, device: torch.device) -> Splits:
         return datasets.load(setup.dataset, val_size=setup.val_size,
                              train_limit=setup.train_limit or None,
                              test_limit=setup.test_limit or None).to(device)
-    except datasets.DataError as e:
+    except (datasets.DataError, ValueError) as e:
         fail(str(e))

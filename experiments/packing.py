@@ -14,7 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from experiments import provenance
@@ -23,7 +22,7 @@ from lib.log import TrialLog
 from lib.pack import PackError, PackedNet
 from lib.packed_train import train_packed
 from lib.prune.mask import Mask
-from lib.runs import Run, flat_config
+from lib.runs import Run, flat_config, read_checkpoint
 from lib.train import Hook, TrainConfig, TrainResult
 
 
@@ -47,10 +46,12 @@ def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, 
     """Every spec's result dict, in order; trials not done yet are trained, packed if possible."""
     todo = [s for s in specs if not s.run.done]
     alone = [s for s in todo if s.hooks_for is not None or pack == 1]
+    steps = {id(s): _checkpoint_step(s.run) for s in todo if s not in alone}
+    _restart_split_pack([s for s in todo if s not in alone], steps)
     by_step: dict[int, list[TrialSpec]] = defaultdict(list)  # a pack resumes from one step
     for s in todo:
         if s not in alone:
-            by_step[_checkpoint_step(s.run)].append(s)
+            by_step[steps[id(s)]].append(s)
     for group in by_step.values():
         size = pack or len(group)
         for i in range(0, len(group), size):
@@ -65,11 +66,25 @@ def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, 
     return [s.run.result() for s in specs]
 
 
+def _restart_split_pack(specs: list[TrialSpec], steps: dict[int, int]) -> None:
+    """A kill between the checkpoint writes of one pack leaves its trials at different steps.
+    Resumed apart they would train alone, which matches packed training only to float
+    precision: so they restart from step 0 together, as they first ran (at most one pack's
+    progress is lost, and the numbers stay exactly those of an uninterrupted run)."""
+    started = {steps[id(s)] for s in specs if steps[id(s)] > 0}
+    if len(started) < 2:
+        return
+    print(f"note: {len(specs)} packed trials were stopped at different steps "
+          f"({', '.join(map(str, sorted(started)))}); they restart from step 0 as one pack", flush=True)
+    for s in specs:
+        s.run.path("checkpoint.pt").unlink(missing_ok=True)
+        steps[id(s)] = 0
+
+
+
 def _checkpoint_step(run: Run) -> int:
-    path = run.path("checkpoint.pt")
-    if not path.exists():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    state = read_checkpoint(run.path("checkpoint.pt"), "cpu")  # an unreadable one is moved aside
+    return 0 if state is None else int(state["step"])
 
 
 def _train_alone(ctx: Context, s: TrialSpec, cfg: TrainConfig, keep_best: bool) -> dict:
@@ -95,7 +110,7 @@ def _train_pack(ctx: Context, specs: list[TrialSpec], cfg: TrainConfig, keep_bes
                                masks=[dict(s.mask) if s.mask is not None else None for s in specs],
                                fills=[s.fill for s in specs],
                                checkpoints=[s.run.path("checkpoint.pt") for s in specs],
-                               logs=[t.log for t in logs], keep_best=keep_best,
+                               logs=logs, keep_best=keep_best,
                                desc=f"pack of {len(specs)}")
         for k, (s, res, tlog) in enumerate(zip(specs, results, logs)):
             model = models[k]

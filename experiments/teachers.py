@@ -59,5 +59,5 @@ def teacher(spec: TeacherSpec, data: Splits, scale: str, device: torch.device) -
                        train_cfg=spec.train, build=build,
                        after=lambda m, r: atomic_torch_save(m.state_dict(), run.path("final.pt")))
     model = build()
-    model.load_state_dict(torch.load(run.path("final.pt"), map_location=device, weights_only=True))
+    model.load_state_dict(run.load("final.pt", device))
     return model.eval(), result

@@ -38,7 +38,7 @@ def run_trial(run: Run, *, experiment: str, stage: str, scale: str, name: str, s
     with TrialLog(run.dir, experiment=experiment, stage=stage, scale=scale, name=name,
                   config=flat_config(run.cfg), config_hash=run.hash) as tlog:
         res = train(model, data, train_cfg, seed=seed, hooks=hooks, criterion=criterion,
-                    keep_best=keep_best, checkpoint=run.path("checkpoint.pt"), log=tlog.log,
+                    keep_best=keep_best, checkpoint=run.path("checkpoint.pt"), log=tlog,
                     desc=name)
         summary = res.summary()
         summary.update((after(model, res) if after else None) or {})

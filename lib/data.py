@@ -13,6 +13,7 @@ import hashlib
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,13 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lib import datacheck
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CHECKOUT_DATA = Path(__file__).resolve().parents[1] / "data"  # data/ of the checkout, wherever run
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
     "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
+IDX_OFFICIAL_ROWS = {"train": 60000, "t10k": 10000}  # items per file of MNIST and Fashion-MNIST
 
 
 class DataError(RuntimeError):
@@ -60,16 +65,37 @@ class Splits:
 
 # ----------------------------------------------------------------------------- raw readers
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (plain or .gz) as a uint8 array of its stored shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+def read_idx(path: Path, md5: str | None = None, fix: str = "delete it") -> np.ndarray:
+    """Read an IDX file (plain or .gz) as a uint8 array of its stored shape.
+
+    A file cut short, not gzip where it says so, or (first read of this version of the file)
+    whose content's MD5 is not `md5` raises a one-line DataError naming it and `fix`."""
+    def bad(problem: str) -> DataError:
+        return DataError(f"{path} is damaged ({problem}): {fix}")
+
+    try:
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise bad(f"{type(e).__name__}: {e}") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0":
+        raise bad("not an IDX file")
     _zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if dtype_code != 0x08:
         raise DataError(f"{path}: IDX dtype code {dtype_code:#x} is not unsigned byte")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
+    offset = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", raw[4:offset]) if len(raw) >= offset else ()
+    if len(dims) != ndim or len(raw) != offset + int(np.prod(dims, dtype=np.int64)):
+        raise bad(f"{len(raw)} bytes, its header promises {offset + int(np.prod(dims or [0]))}")
+    # `md5` is the official file's: it applies to a file of the official length (a subset or a
+    # synthetic set in the same layout has no known checksum; its header matched its length)
+    official = dims[:1] == (IDX_OFFICIAL_ROWS.get(path.name.split("-")[0]),)
+    if md5 and official and not datacheck.is_verified(path):
+        got = datacheck.md5(raw)
+        if got != md5:
+            raise bad(f"MD5 of its content {got}, expected {md5}")
+        datacheck.mark_verified(path)
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims).copy()
 
 
 def _find_idx_dir(candidates: list[Path]) -> Path | None:
@@ -80,18 +106,22 @@ def _find_idx_dir(candidates: list[Path]) -> Path | None:
     return None
 
 
-def _read_idx_dir(folder: Path) -> tuple[np.ndarray, ...]:
-    def one(name: str) -> np.ndarray:
-        plain = folder / name
-        return read_idx(plain if plain.exists() else folder / f"{name}.gz")
+def _read_idx_dir(folder: Path, name: str, fix: str) -> tuple[np.ndarray, ...]:
+    """The four arrays of `folder`, each file checked against dataset `name`'s known MD5s."""
+    known = datacheck.IDX_MD5.get(name, {})
+
+    def one(file: str) -> np.ndarray:
+        plain = folder / file
+        return read_idx(plain if plain.exists() else folder / f"{file}.gz", known.get(file), fix)
     return tuple(one(IDX_FILES[k]) for k in ("train_x", "train_y", "test_x", "test_y"))
 
 
 def _search_roots(data_dir: str | Path | None) -> list[Path]:
+    """The folders searched, in order: `data_dir`, $DATA_DIR, data/ of the checkout."""
     roots = [Path(data_dir)] if data_dir else []
     if os.environ.get("DATA_DIR"):
         roots.append(Path(os.environ["DATA_DIR"]))
-    roots.append(Path("data"))
+    roots.append(CHECKOUT_DATA)
     return roots
 
 
@@ -121,31 +151,40 @@ def _load_torchvision(cls_name: str, name: str, data_dir, download: bool, hint: 
     raise DataError(f"dataset '{name}' not found ({'; '.join(errors)}); {hint}")
 
 
-def _mnist_like(cls_name: str, name: str, data_dir, download: bool) -> tuple[np.ndarray, ...]:
+def _mnist_like(cls_name: str, name: str, data_dir, download: bool,
+                also: str = "") -> tuple[np.ndarray, ...]:
     train, test = _load_torchvision(
         cls_name, name, data_dir, download,
-        f"set DATA_DIR to a folder with {cls_name}/raw/*-ubyte files, or go online to download")
+        f"set DATA_DIR to a folder with {cls_name}/raw/*-ubyte files, or go online to download{also}")
     return (train.data.numpy()[:, None], train.targets.numpy(),
             test.data.numpy()[:, None], test.targets.numpy())
 
 
+def _idx_dataset(name: str, cls_name: str, subdirs: tuple[str, ...], system: list[Path],
+                 data_dir, download: bool, fix: str, also: str = "") -> tuple[np.ndarray, ...]:
+    """The first folder with the four IDX files: under each search root (`subdirs`, then
+    torchvision's `<cls_name>/raw`), then the `system` folders; else a torchvision download."""
+    candidates = [root / sub for root in _search_roots(data_dir) for sub in (*subdirs, f"{cls_name}/raw")]
+    folder = _find_idx_dir(candidates + system)
+    if folder is None:
+        return _mnist_like(cls_name, name, data_dir, download, also)
+    tx, ty, vx, vy = _read_idx_dir(folder, name, fix)
+    return tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64)
+
+
 def raw_fashion_mnist(data_dir=None, download: bool = True) -> tuple[np.ndarray, ...]:
     """$DATA_DIR, then data/, then the Debian package, then a torchvision download."""
-    candidates = []
-    for root in _search_roots(data_dir):
-        candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    folder = _find_idx_dir(candidates + [DEBIAN_FASHION_MNIST])
-    if folder is not None:
-        tx, ty, vx, vy = _read_idx_dir(folder)
-        return tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64)
-    try:
-        return _mnist_like("FashionMNIST", "fashion_mnist", data_dir, download)
-    except DataError as e:
-        raise DataError(f"{e} (or: apt-get install dataset-fashion-mnist)") from None
+    fix = ("delete it and rerun, reinstall it (apt-get install --reinstall dataset-fashion-mnist), "
+           "or set DATA_DIR to a folder with good copies")
+    return _idx_dataset("fashion_mnist", "FashionMNIST", ("", "fashion-mnist"),
+                        [DEBIAN_FASHION_MNIST], data_dir, download, fix,
+                        " (or: apt-get install dataset-fashion-mnist)")
 
 
 def raw_mnist(data_dir=None, download: bool = True) -> tuple[np.ndarray, ...]:
-    return _mnist_like("MNIST", "mnist", data_dir, download)
+    """<root>/mnist or torchvision's <root>/MNIST/raw under $DATA_DIR or data/, else a download."""
+    fix = "delete it and rerun (torchvision downloads a fresh copy), or set DATA_DIR to good copies"
+    return _idx_dataset("mnist", "MNIST", ("mnist",), [], data_dir, download, fix)
 
 
 def read_cifar_batch(path: Path, md5: str, official_rows: int, fix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +265,17 @@ DATASETS: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {
     "cifar10": raw_cifar10,
     "cifar100": raw_cifar100,
     "synthetic": raw_synthetic,
+}
+
+
+# (input shape, classes, training images) of each dataset: what a config can be checked
+# against before any file is read
+SHAPES: dict[str, tuple[tuple[int, int, int], int, int]] = {
+    "fashion_mnist": ((1, 28, 28), 10, 60000),
+    "mnist": ((1, 28, 28), 10, 60000),
+    "cifar10": ((3, 32, 32), 10, 50000),
+    "cifar100": ((3, 32, 32), 100, 50000),
+    "synthetic": ((1, 28, 28), 10, 3000),
 }
 
 

@@ -31,22 +31,38 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def wandb_run_id(experiment: str, scale: str, config_hash: str) -> str:
+    """A trial's wandb run id: the same for every invocation that works on the trial, so a
+    resumed trial continues its run instead of leaving a partial duplicate."""
+    return f"{experiment}-{scale}-{config_hash}"
+
+
 class TrialLog:
-    """Logs one trial. Use as a context manager; `log(row)` per evaluation, `finish(summary)`."""
+    """Logs one trial. Use as a context manager; `log(row)` (or call it) per evaluation,
+    `replay(rows)` for the rows a resumed trial restored, `finish(summary)`.
+
+    The wandb run's id comes from the trial's hash (`resume="allow"`): a killed trial's rerun
+    continues the same run. Restored rows go to wandb only when its run is new (the run that
+    was interrupted logged them already); metrics.csv always gets them all."""
 
     def __init__(self, run_dir: Path, *, experiment: str, stage: str, scale: str, name: str,
                  config: dict, config_hash: str):
-        self.run_dir, self.rows, self.wb = Path(run_dir), [], None
+        self.run_dir, self.rows, self.wb, self.resumed = Path(run_dir), [], None, False
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
+        run_id = wandb_run_id(experiment, scale, config_hash)
+        root = Path(os.environ.get("WANDB_DIR", "."))
         try:
             import wandb
 
+            # offline, wandb cannot know the run exists: an earlier offline folder says so
+            earlier = any((root / "wandb").glob(f"offline-run-*-{run_id}"))
             self.wb = wandb.init(
                 project=os.environ.get("WANDB_PROJECT", PROJECT), group=experiment,
-                job_type=stage, tags=[scale], name=name, dir=os.environ.get("WANDB_DIR", "."),
+                job_type=stage, tags=[scale], name=name, dir=str(root),
                 config={**config, "config_hash": config_hash}, reinit="create_new",
-                settings=wandb.Settings(console="off", silent=True))
+                id=run_id, resume="allow", settings=wandb.Settings(console="off", silent=True))
+            self.resumed = bool(getattr(self.wb, "resumed", False)) or earlier
         except Exception as e:  # noqa: BLE001 - any wandb failure must not cost the trial
             _warn(f"init failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
 
@@ -56,9 +72,17 @@ class TrialLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def log(self, row: dict) -> None:
+    def __call__(self, row: dict) -> None:
+        self.log(row)
+
+    def replay(self, rows: list[dict]) -> None:
+        """The evaluation rows a resumed trial restored from its checkpoint."""
+        for row in rows:
+            self.log(row, wandb=not self.resumed)
+
+    def log(self, row: dict, wandb: bool = True) -> None:
         self.rows.append(row)
-        if self.wb is not None:
+        if self.wb is not None and wandb:
             try:
                 # curves live under curve/*, so a trial's summary (test_acc at early stop)
                 # is never overwritten by the last logged point

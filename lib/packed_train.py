@@ -6,7 +6,11 @@ optimiser state (one stacked tensor per parameter; Adam and SGD are element-wise
 learning curve, early-stopping point and best weights, and its own checkpoint file, written in
 `train`'s format: a packed trial killed anywhere resumes packed or alone, with the same numbers.
 The batch loss is the sum of the K trials' mean cross-entropies, so each trial's gradient is
-exactly the gradient it gets alone. Evaluation is one batched forward of all K trials.
+exactly the gradient it gets alone. Evaluation is one batched forward of all K trials. A trial
+whose loss is not finite stops, as it would alone (found at the next evaluation, where the
+losses are read: no host sync per step): it is put back to its state at its previous
+evaluation and frozen there, it is left out of later evaluations and checkpoints, and the
+others go on.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from tqdm.auto import tqdm
 
 from lib.data import BatchIterator, Splits
 from lib.pack import PackedNet
-from lib.runs import atomic_torch_save
-from lib.train import TrainConfig, TrainResult, make_optimizer, show_progress
+from lib.runs import atomic_torch_save, read_checkpoint
+from lib.train import (TrainConfig, TrainResult, first_non_finite, make_optimizer, prepare_device,
+                       replay, show_progress)
 
 MaskDict = dict[str, Tensor]
 
@@ -77,6 +82,29 @@ class PackedMask:
                 p.add_(fixed)
 
 
+class Frozen:
+    """The packed trials that diverged: each keeps the state (parameters and BN statistics) it
+    is frozen in (its last evaluation's), as it would alone: gradients are zeroed, and the
+    state is written back after every step (momentum would still move it)."""
+
+    def __init__(self, net: PackedNet, params: list[Tensor]):
+        self.net, self.params, self.trials = net, params, {}
+
+    def add(self, i: int) -> None:
+        self.trials[i] = self.net.state(i)
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        for i in self.trials:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad[i] = 0
+
+    def after_step(self) -> None:
+        for i, state in self.trials.items():
+            self.net.load_state(i, state)
+
+
 def _trial_optimizer_state(opt: torch.optim.Optimizer, params: list[Tensor], k: int) -> dict:
     """Trial k's slice of a stacked optimiser's state, in a single trial's state_dict format."""
     state = {}
@@ -113,6 +141,7 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     """Train the K trials of `net` in place; one `TrainResult` per trial, as `lib.train.train`
     would give for each alone (same batches, same evaluations, same selection rule)."""
     cfg.validate()
+    prepare_device(data.train_x.device)
     k = net.k
     masks, fills = list(masks or [None] * k), list(fills or [None] * k)
     iters = [BatchIterator(data.train_x, data.train_y, cfg.batch_size, s, cfg.augment) for s in seeds]
@@ -122,8 +151,8 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     opt = make_optimizer(params, cfg)
     results = [TrainResult(early_stop_on=cfg.early_stop_on) for _ in range(k)]
     step = 0
-    if checkpoints is not None and all(Path(c).exists() for c in checkpoints):
-        states = [torch.load(c, map_location=data.train_x.device, weights_only=False) for c in checkpoints]
+    states = [read_checkpoint(Path(c), data.train_x.device) for c in checkpoints or ()]
+    if states and all(s is not None for s in states):  # else (none, or one unreadable) from step 0
         if len({s["step"] for s in states}) != 1:
             raise ValueError("pack: the trials' checkpoints are at different steps; resume them alone")
         for i, s in enumerate(states):
@@ -133,9 +162,10 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
         _load_optimizer_states(opt, params, [s["optimizer"] for s in states])
         step = states[0]["step"]
         for i, r in enumerate(results):
-            for row in r.history if logs else ():
-                logs[i](row)
+            if logs:
+                replay(logs[i], r.history)
     mask = PackedMask(net, masks, fills)
+    frozen = Frozen(net, params)
     eval_s = 0.0
 
     def record(train_losses: list[float]) -> None:
@@ -144,6 +174,8 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
         val_loss, val_acc = evaluate_packed(net, data.val_x, data.val_y)
         test_loss, test_acc = evaluate_packed(net, data.test_x, data.test_y)
         for i, r in enumerate(results):
+            if i in frozen.trials:
+                continue
             row = dict(step=step, train_loss=train_losses[i], val_loss=val_loss[i],
                        val_acc=val_acc[i], test_loss=test_loss[i], test_acc=test_acc[i],
                        lr=cfg.lr_at(step, total))
@@ -160,6 +192,8 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     net.train()
     started, start_step = time.perf_counter(), step
     running, seen = torch.zeros(k, device=data.train_x.device), 0
+    losses: list[Tensor] = []  # this evaluation interval's (K,) batch losses, read at its end
+    last_eval = [net.state(i) for i in range(k)]  # each trial's state to go back to if it diverged
     streams = [it.from_step(step) for it in iters]
     while step < total:
         if cfg.schedule != "constant":
@@ -174,18 +208,32 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
         opt.zero_grad(set_to_none=True)
         per_trial.sum().backward()
         mask.after_backward()
+        frozen.after_backward()
         opt.step()
         mask.after_step()
+        frozen.after_step()
         step += 1
-        running += per_trial.detach()
+        running += per_trial.detach().nan_to_num(0.0, 0.0, 0.0)
         seen += 1
+        losses.append(per_trial.detach())
         bar.update(1)
         if step % eval_every == 0 or step == total:
+            for i, bad in enumerate(first_non_finite(losses)):
+                if bad is not None and i not in frozen.trials:  # back to its last evaluation
+                    results[i].diverged_step = step - len(losses) + bad
+                    net.load_state(i, last_eval[i])
+                    frozen.add(i)
+            if len(frozen.trials) == k:
+                break
+            losses.clear()
             record((running / seen).tolist())
+            last_eval = [net.state(i) for i in range(k)]
             running.zero_()
             seen = 0
             elapsed = time.perf_counter() - started
             for i, c in enumerate(checkpoints or ()):
+                if i in frozen.trials:  # its last checkpoint stays the one before it diverged
+                    continue
                 r = results[i]
                 atomic_torch_save({"model": net.state(i), "optimizer": _trial_optimizer_state(opt, params, i),
                                    "hooks": [{}], "step": step, "history": r.history,

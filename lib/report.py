@@ -1,6 +1,7 @@
 """From trials to tables and plots: tidy trials.csv -> table.md (mean ± sd, n) -> PNGs."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lib.runs import atomic_write_text, flat_config  # noqa: E402
+from lib.runs import atomic_write_bytes, atomic_write_text, flat_config  # noqa: E402
 from lib.train import TrainConfig  # noqa: E402
 
 
@@ -56,10 +57,14 @@ def footer(trials: pd.DataFrame, produced_by: str, note: str = "") -> str:
     were produced (`produced_by`: the command, wall time and machine of the invocations)."""
     wall = trials["train_wall_s"].sum() if "train_wall_s" in trials else 0.0
     last = ""
+    if "diverged" in trials:  # a non-finite loss stopped them: results, marked, not errors
+        n = int(diverged(trials).sum())
+        last += (f" {n} of {len(trials)} trials diverged (non-finite loss; training stopped "
+                 f"there, marked in trials.csv and the tables).") if n else ""
     if "selected_last" in trials:  # a model selected at its last evaluation is still learning
         trained = trials[trials.selected_last.notna()]
         n = int(trained.selected_last.astype(bool).sum())
-        last = (f" {n} of {len(trained)} trained trials were selected at their last evaluation "
+        last += (f" {n} of {len(trained)} trained trials were selected at their last evaluation "
                 f"(still learning when training stopped).")
     return (f"\nTrials: {len(trials)}; summed training time {wall:.0f} s{note}. Finished trials "
             f"are reused, never re-run.{last}\n{produced_by}\n")
@@ -76,9 +81,10 @@ def save_figure(fig, ax, path: Path, legend: bool = True) -> None:
     if legend and ax.get_legend() is not None:
         ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # drawn in memory, then written atomically like every other output
+    fig.savefig(buf, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
@@ -86,7 +92,17 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd
     grouped = df.groupby(list(by), sort=True, dropna=False)[list(metrics)]
     out = grouped.agg(["mean", "std", "count"])
     out.columns = [f"{m}_{s.replace('std', 'sd').replace('count', 'n')}" for m, s in out.columns]
+    if "diverged" in df:  # kept in the means, and counted so that the table can say so
+        out["diverged"] = diverged(df).groupby([df[b] for b in by], sort=True, dropna=False).sum()
     return out.reset_index()
+
+
+def diverged(trials: pd.DataFrame) -> pd.Series:
+    """True for the trials stopped by a non-finite loss (`diverged` is absent, or empty, for
+    trials that converged)."""
+    if "diverged" not in trials:
+        return pd.Series(False, index=trials.index)
+    return trials["diverged"].map(lambda v: v is True or str(v).lower() == "true")
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -119,6 +135,8 @@ def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
         mean, sd = agg[f"{m}_mean"] * k, agg[f"{m}_sd"] * k
         out[m] = [f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(mean, sd)]
     out["n"] = agg[f"{metrics[0]}_n"].astype(int)
+    if "diverged" in agg and agg["diverged"].any():
+        out["diverged"] = [f"{int(d)} of {n}" if d else "" for d, n in zip(agg["diverged"], out["n"])]
     return out
 
 

@@ -50,6 +50,7 @@ BAD_INPUT = {
         (("--mode", "twoshot"), "error: mode: unknown 'twoshot', choose from"),
         (("--levels", "a,b"), "error: levels: expected comma-separated integers, got 'a,b'"),
         (("--rate-fc", "1.0"), "error: rate_fc: must be in [0, 1), got 1.0"),
+        (("--levels", "3,50"), "levels: at most 46 for lenet_300_100"),
     ],
     "lottery_ticket": [
         (("--scale", "huge"), "error: scale"),
@@ -62,6 +63,16 @@ BAD_INPUT = {
         (("--rate-fc", "1.0"), "error: rate_fc: must be in [0, 1), got 1.0"),
         (("--seeds", "two"), "error: argument --seeds: invalid int value"),
         (("--pack", "-1"), "error: pack: must be >= 0, got -1"),
+        # impossible requests (issue #16): refused before any compute, naming the limit
+        (("--levels", "60"), "levels: at most 46 for lenet_300_100 at these pruning rates "
+                             "(level 47 leaves net.3.weight with no weight), got 60"),
+        (("--rewind-step", "120"), "rewind_step: must be < the 120 training steps, got 120"),
+        (("--batch-size", "2001"), "batch_size: must be <= 2000, the training images, got 2001"),
+        (("--seeds", "0"), "seeds: must be >= 1, got 0"),
+        (("--lr", "inf"), "lr: must be finite, got inf"),
+        (("--epochs", "1e400"), "epochs: must be finite, got inf"),
+        (("--dataset", "synthetic", "--scale", "default"),
+         "val_size: must be in [0, 3000) (synthetic has 3000 training images), got 5000"),
     ],
     "network_slimming": [
         (("--model", "nope"), "model: unknown 'nope'"),

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from lib import data
+from lib import data, datacheck
+
+
+@pytest.fixture(autouse=True)
+def fake_files_pass_checksums(monkeypatch, tmp_path):
+    """The files these tests write are not the real datasets: no known MD5s, a private stamp
+    (tests/faults/test_fault_data.py checks the checksums)."""
+    monkeypatch.setattr(datacheck, "IDX_MD5", {})
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:

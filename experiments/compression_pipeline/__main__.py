@@ -89,7 +89,7 @@ def run_seed(ctx: Context, seed: int, teach: nn.Module, tables: dict[str, Tensor
 
     def load(run: Run) -> nn.Module:
         m = fresh()
-        m.load_state_dict(torch.load(run.path("final.pt"), map_location=device, weights_only=True))
+        m.load_state_dict(run.load("final.pt", device))
         return m.eval()
 
     def add(method: str, bits: int, res: dict, trained: bool, **metrics):
@@ -132,7 +132,7 @@ def run_seed(ctx: Context, seed: int, teach: nn.Module, tables: dict[str, Tensor
     res = ctx.train(ft_run, stage="finetune", name=f"s{seed}-pruned+kd", seed=seed,
                     train_cfg=cfg.finetune, build=pruned,
                     after=lambda m, r: save_pruned(m, ft_run.path("final.pt")), **kd)
-    ft = load_pruned(ft_run.path("final.pt"), map_location=str(device)).eval()
+    ft = ft_run.load("final.pt", str(device), load_pruned).eval()
     ft_desc = describe(ft, shape, batch)
     add("pruned+kd", 32, res, True, **ft_desc)
     same = {k: ft_desc[k] for k in ("params", "macs")}

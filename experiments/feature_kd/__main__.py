@@ -130,7 +130,7 @@ def stage_one(ctx: Context, shared: Shared, seed: int) -> tuple[dict, dict]:
     r = ctx.train(run, stage="hint", name=f"s{seed}-fitnet-stage1", seed=seed,
                   train_cfg=ctx.cfg.hint_train, build=build_lower, after=save,
                   **train_kw(hint, shared, ctx.device))
-    state = torch.load(run.path("final.pt"), map_location=ctx.device, weights_only=True)
+    state = run.load("final.pt", ctx.device)
     start = {k: v for k, v in state.items() if k.rpartition(".")[0] in lower}
     return start, {"hint_loss": r["hint_loss"], "hint_wall_s": r["train_wall_s"]}
 

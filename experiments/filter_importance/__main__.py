@@ -83,7 +83,7 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
 
             def load(pruned_run=pruned_run, surgery=surgery):
                 path = pruned_run.path("pruned.pt")
-                return load_pruned(path, map_location=str(device)) if path.exists() else surgery()
+                return pruned_run.load("pruned.pt", str(device), load_pruned) if path.exists() else surgery()
 
             ft = Trial(stage="finetuned", finetune=cfg.finetune, **common)
             f = ctx.train(ctx.run(ft), stage="finetune", name=f"{name}-finetuned", seed=seed,

@@ -54,8 +54,7 @@ def load(ctx: Context, trial: Trial, label: str) -> Source:
     """A finished trial's selected weights, as a source for the next network."""
     model = trial.model or ctx.cfg.setup.model
     net = models.build(model, ctx.data.input_shape, ctx.data.num_classes).to(ctx.device)
-    net.load_state_dict(torch.load(ctx.run(trial).path("best.pt"), map_location=ctx.device,
-                                   weights_only=True))
+    net.load_state_dict(ctx.run(trial).load("best.pt", ctx.device))
     return Source(ctx.run(trial).hash, model, net, label)
 
 

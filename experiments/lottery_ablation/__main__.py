@@ -87,8 +87,7 @@ class SeedRun:
             run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
             if not run.done:
                 self.train(criterion, ablation, mask0, level)
-            self.finals[key] = torch.load(run.path("final.pt"), map_location=self.ctx.device,
-                                          weights_only=True)
+            self.finals[key] = run.load("final.pt", self.ctx.device)
         return self.finals[key]
 
     def source(self, criterion: str, ablation: str, mask0: str, level: int) -> tuple[Mask, dict]:

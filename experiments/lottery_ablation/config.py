@@ -78,6 +78,7 @@ class AblationConfig(common.Config):
                     raise ValueError(f"{name}: unknown '{v}', choose from {', '.join(registry)}")
         if not self.levels or any(lv < 1 for lv in self.levels):
             raise ValueError(f"levels: need pruning levels >= 1, got {list(self.levels)}")
+        self.setup.check_prune_levels(self.setup.prune, max(self.levels))
         return self
 
 

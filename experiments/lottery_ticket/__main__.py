@@ -86,7 +86,7 @@ class Chain:
         run, mask = ctx.run(Trial(setup, seed, level, variant)), self.mask(variant, level)
         start = self.init
         if setup.rewind_step and level > 0:
-            start = torch.load(self.rewind_path, map_location=ctx.device, weights_only=True)
+            start = ctx.run(Trial(setup, seed, 0, "ticket")).load("rewind.pt", ctx.device)
 
         def build():
             if variant == "reinit":  # a new init, same architecture
@@ -109,8 +109,8 @@ class Chain:
 
     def finished(self, level: int) -> None:
         """Read the level's trained ticket (the next level prunes it)."""
-        path = self.ctx.run(Trial(self.setup, self.seed, level, "ticket")).path("final.pt")
-        self.finals[level] = torch.load(path, map_location=self.ctx.device, weights_only=True)
+        run = self.ctx.run(Trial(self.setup, self.seed, level, "ticket"))
+        self.finals[level] = run.load("final.pt", self.ctx.device)
 
 
 def run(ctx: Context) -> list[dict]:

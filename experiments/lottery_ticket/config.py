@@ -49,6 +49,10 @@ class LotteryConfig(common.Config):
             raise ValueError("variants: 'ticket' is required (the other variants use its masks)")
         require(self.levels >= 0, "levels", ">= 0", self.levels)
         require(self.setup.rewind_step >= 0, "rewind_step", ">= 0", self.setup.rewind_step)
+        steps = self.setup.train.total_steps(self.setup.n_train())
+        require(self.setup.rewind_step < steps, "rewind_step", f"< the {steps} training steps",
+                self.setup.rewind_step)
+        self.setup.check_prune_levels(self.setup.prune, self.levels)
         return self
 
 

@@ -136,7 +136,7 @@ def prune_and_finetune(ctx: Context, trial: Trial, model: nn.Module, scores: dic
 
     fres = ctx.train(frun, stage="finetune", name=f"{tag}-ft", seed=trial.seed,
                      train_cfg=cfg.finetune, after=after_finetune,
-                     build=lambda: load_pruned(prun.path("pruned.pt"), map_location=str(ctx.device)))
+                     build=lambda: prun.load("pruned.pt", str(ctx.device), load_pruned))
     print(f"{tag:>22}: pruned {pres['test_acc']:.4f} -> fine-tuned {fres['final_test_acc']:.4f}, "
           f"{pres['params']} params, widths {pres['widths']}", flush=True)
     prow = {**pres, **base, "prune_ratio": ratio, "stage": "pruned", "run": pres["run"]}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import torch
 from torch import nn
 
 from experiments.common import Context, Experiment, each_seed, parse_floats
@@ -87,8 +86,7 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
                         train_cfg=replace(setup.train, lr=lr), build=fresh,
                         hooks_for=lambda m: [SlimmingHook(lam)] if lam else [], after=after)
         model = fresh()
-        model.load_state_dict(torch.load(run.path("final.pt"), map_location=ctx.device,
-                                         weights_only=True))
+        model.load_state_dict(run.load("final.pt", ctx.device))
         large[(lr, lam)] = model.eval()
         rows.append(row(res, method="slimming" if lam else "unpruned", prune_ratio=0.0,
                         variant="baseline", lr=lr, epochs=epochs(setup.train), budget=1.0))

@@ -125,7 +125,7 @@ def run(ctx: Context) -> Produced:
             rows.append({**res, "method": method, "teacher": setup.teacher.model,
                          "student": setup.model, "seed": seed})
             if seed == 0:
-                embeddings[method] = torch.load(run.path("embeddings.pt"), weights_only=True)
+                embeddings[method] = run.load("embeddings.pt")
 
     # reference points for the structure metrics: the raw pixels, and the teacher's distances
     pairs = torch.randperm(len(xs) * (len(xs) - 1) // 2,

@@ -14,6 +14,7 @@ resumes), record which invocation trained what (`provenance`), write the report.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import time
@@ -32,12 +33,11 @@ from lib import data as datasets
 from lib import models
 from lib.data import Splits
 from lib.prune.limits import check_levels
-from lib.report import results_dir
-from lib.runs import Run, atomic_torch_save
+from lib.runs import Run, atomic_torch_save, results_dir
 from lib.train import TrainConfig, TrainResult
 
 __all__ = ["Setup", "Config", "recipe", "require", "SMOKE_DATA", "Experiment", "Context",
-           "each_seed", "run_trial", "run_eval", "fail", "parse_list", "parse_floats",
+           "each_seed", "lazy", "run_trial", "run_eval", "fail", "parse_list", "parse_floats",
            "parse_ints", "check_scale", "machine"]
 
 # the data of every smoke run: shared, so smoke runs of the distillation experiments share
@@ -175,6 +175,14 @@ class Context:
         """run.json for a table whose trials have `run_hashes` (see experiments.provenance)."""
         return provenance.gather(self.experiment, self.scale, {h for h in run_hashes if h},
                                  self.out)
+
+
+def lazy(module: str, name: str) -> Callable:
+    """`module.name`, imported at its first call: an experiment's `report` (its module imports
+    pandas, seaborn and matplotlib, ~1 s) is loaded once its trials are trained, not at start-up."""
+    def call(*args, **kw):
+        return getattr(importlib.import_module(module), name)(*args, **kw)
+    return call
 
 
 def each_seed(run_seed: Callable[[Context, int], list[dict]]) -> Callable[[Context], list[dict]]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib import datacheck
+from lib.runs import atomic_write_bytes
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CHECKOUT_DATA = Path(__file__).resolve().parents[1] / "data"  # data/ of the checkout, wherever run
@@ -168,8 +171,55 @@ def _idx_dataset(name: str, cls_name: str, subdirs: tuple[str, ...], system: lis
     folder = _find_idx_dir(candidates + system)
     if folder is None:
         return _mnist_like(cls_name, name, data_dir, download, also)
-    tx, ty, vx, vy = _read_idx_dir(folder, name, fix)
+    tx, ty, vx, vy = _cached(name, folder, lambda: _read_idx_dir(folder, name, fix))
     return tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- decoded cache
+
+CACHE_MIN_BYTES = 1 << 20  # smaller sets (subsets, test fixtures) decode in milliseconds
+
+
+def cache_path(name: str) -> Path:
+    """data/cache/<name>.npz of the checkout (`$LAB_CACHE_DIR/<name>.npz` when set: tests), the
+    decoded arrays of the dataset's files."""
+    base = os.environ.get("LAB_CACHE_DIR")
+    return (Path(base) if base else CHECKOUT_DATA / "cache") / f"{name}.npz"
+
+
+def _source_key(folder: Path) -> str:
+    """Which version of which files the cache holds: path, size and mtime of the four files."""
+    parts = []
+    for file in IDX_FILES.values():
+        path = folder / file if (folder / file).exists() else folder / f"{file}.gz"
+        st = path.stat()
+        parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _cached(name: str, folder: Path, read: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """The four arrays of `folder`: from data/cache/<name>.npz when it was written from this
+    version of the files (0.04 s), else `read()` (gzip and, once, MD5: 0.4 s) and the cache
+    written atomically. An .npz is a zip: its CRC-32 finds a damaged cache, which is rebuilt
+    with a warning. A cache that cannot be written is skipped (the next load decodes again)."""
+    path, key = cache_path(name), _source_key(folder)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["source"]) == key:
+                    return tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
+        except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt, never fatal
+            print(f"warning: {path} is damaged ({type(e).__name__}: {e}); rebuilding it",
+                  file=sys.stderr)
+    arrays = read()
+    if arrays[0].nbytes >= CACHE_MIN_BYTES:
+        buf = io.BytesIO()
+        np.savez(buf, source=np.array(key), **dict(zip(("train_x", "train_y", "test_x", "test_y"), arrays)))
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError:
+            pass
+    return arrays
 
 
 def raw_fashion_mnist(data_dir=None, download: bool = True) -> tuple[np.ndarray, ...]:

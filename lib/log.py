@@ -10,7 +10,10 @@ import csv
 import io
 import os
 import sys
+import threading
+from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from lib.runs import atomic_write_text
 
@@ -43,25 +46,36 @@ class TrialLog:
 
     The wandb run's id comes from the trial's hash (`resume="allow"`): a killed trial's rerun
     continues the same run. Restored rows go to wandb only when its run is new (the run that
-    was interrupted logged them already); metrics.csv always gets them all."""
+    was interrupted logged them already); metrics.csv always gets them all.
+
+    wandb works off the critical path: its calls run in order on one background thread
+    (`_submit`), so its import and `init` (~1.2 s for a process's first run) overlap training;
+    `close()` waits for them, so a closed trial's wandb run is complete."""
 
     def __init__(self, run_dir: Path, *, experiment: str, stage: str, scale: str, name: str,
                  config: dict, config_hash: str):
         self.run_dir, self.rows, self.wb, self.resumed = Path(run_dir), [], None, False
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
-        run_id = wandb_run_id(experiment, scale, config_hash)
-        root = Path(os.environ.get("WANDB_DIR", "."))
+        self.enabled = os.environ["WANDB_MODE"] != "disabled"  # then wandb is not even imported
+        init = dict(project=os.environ.get("WANDB_PROJECT", PROJECT), group=experiment,
+                    job_type=stage, tags=[scale], name=name,
+                    config={**config, "config_hash": config_hash},
+                    id=wandb_run_id(experiment, scale, config_hash))
+        self._submit(lambda: self._init(Path(os.environ.get("WANDB_DIR", ".")), init))
+
+    def _submit(self, call: Callable[[], None]) -> None:
+        if self.enabled:
+            _submit(call)
+
+    def _init(self, root: Path, init: dict) -> None:
         try:
             import wandb
 
             # offline, wandb cannot know the run exists: an earlier offline folder says so
-            earlier = any((root / "wandb").glob(f"offline-run-*-{run_id}"))
-            self.wb = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", PROJECT), group=experiment,
-                job_type=stage, tags=[scale], name=name, dir=str(root),
-                config={**config, "config_hash": config_hash}, reinit="create_new",
-                id=run_id, resume="allow", settings=wandb.Settings(console="off", silent=True))
+            earlier = any((root / "wandb").glob(f"offline-run-*-{init['id']}"))
+            self.wb = wandb.init(**init, dir=str(root), reinit="create_new", resume="allow",
+                                 settings=wandb.Settings(console="off", silent=True))
             self.resumed = bool(getattr(self.wb, "resumed", False)) or earlier
         except Exception as e:  # noqa: BLE001 - any wandb failure must not cost the trial
             _warn(f"init failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
@@ -77,12 +91,18 @@ class TrialLog:
 
     def replay(self, rows: list[dict]) -> None:
         """The evaluation rows a resumed trial restored from its checkpoint."""
-        for row in rows:
-            self.log(row, wandb=not self.resumed)
+        self.rows += rows
+        rows = [dict(r) for r in rows]
+        self._submit(lambda: None if self.resumed else [self._log(r) for r in rows])
 
     def log(self, row: dict, wandb: bool = True) -> None:
         self.rows.append(row)
-        if self.wb is not None and wandb:
+        if wandb:
+            row = dict(row)
+            self._submit(lambda: self._log(row))
+
+    def _log(self, row: dict) -> None:
+        if self.wb is not None:
             try:
                 # curves live under curve/*, so a trial's summary (test_acc at early stop)
                 # is never overwritten by the last logged point
@@ -96,6 +116,10 @@ class TrialLog:
         """Write metrics.csv and push the trial's summary numbers."""
         if self.rows:
             atomic_write_text(self.run_dir / "metrics.csv", rows_to_csv(self.rows))
+        summary = dict(summary)
+        self._submit(lambda: self._summary(summary))
+
+    def _summary(self, summary: dict) -> None:
         if self.wb is not None:
             try:
                 self.wb.summary.update(summary)
@@ -103,9 +127,55 @@ class TrialLog:
                 _warn(f"summary failed ({type(e).__name__})")
 
     def close(self) -> None:
+        """Finish the wandb run and wait until everything submitted so far has run."""
+        self._submit(self._close)
+        flush()
+
+    def _close(self) -> None:
         if self.wb is not None:
             try:
                 self.wb.finish()
             except Exception as e:  # noqa: BLE001
                 _warn(f"finish failed ({type(e).__name__})")
             self.wb = None
+
+
+# ----------------------------------------------------------------------------- the wandb thread
+
+_jobs: deque[Callable[[], None]] = deque()
+_lock = threading.Lock()
+_worker: threading.Thread | None = None
+
+
+def _submit(call: Callable[[], None]) -> None:
+    """Run `call` on the wandb thread, after every call submitted before it."""
+    global _worker
+    with _lock:
+        _jobs.append(call)
+        if _worker is None:  # the thread lives while it has work (the process exits after it)
+            _worker = threading.Thread(target=_drain, name="wandb-log")
+            _worker.start()
+
+
+def _drain() -> None:
+    global _worker
+    while True:
+        with _lock:
+            if not _jobs:
+                _worker = None
+                return
+            call = _jobs.popleft()
+        try:
+            call()
+        except Exception as e:  # noqa: BLE001 - a failure its own guard missed: keep draining
+            _warn(f"{type(e).__name__}: {e}")
+
+
+def flush() -> None:
+    """Wait until every wandb call submitted so far has run."""
+    while True:
+        with _lock:
+            worker = _worker
+        if worker is None or worker is threading.current_thread():
+            return
+        worker.join()

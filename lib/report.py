@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,11 +14,6 @@ import seaborn as sns  # noqa: E402
 
 from lib.runs import atomic_write_bytes, atomic_write_text, flat_config  # noqa: E402
 from lib.train import TrainConfig  # noqa: E402
-
-
-def results_dir(experiment: str, scale: str) -> Path:
-    """`$LAB_RESULTS_DIR/<experiment>/<scale>` (tests), else `results/<experiment>/<scale>`."""
-    return Path(os.environ.get("LAB_RESULTS_DIR", "results")) / experiment / scale
 
 
 def config_columns(cfg) -> dict:

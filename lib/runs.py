@@ -35,6 +35,11 @@ def runs_root() -> Path:
     return Path(os.environ.get("LAB_RUNS_DIR", "runs"))
 
 
+def results_dir(experiment: str, scale: str) -> Path:
+    """`$LAB_RESULTS_DIR/<experiment>/<scale>` (tests), else `results/<experiment>/<scale>`."""
+    return Path(os.environ.get("LAB_RESULTS_DIR", "results")) / experiment / scale
+
+
 def non_default(cfg: Any) -> dict:
     """The fields of dataclass `cfg` whose values differ from its defaults, nested ones flattened."""
     out = {}

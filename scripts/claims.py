@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments.claims import VERDICTS, evaluate  # noqa: E402
-from lib.report import results_dir  # noqa: E402
+from lib.runs import results_dir  # noqa: E402
 
 
 def experiments_with_claims() -> list[str]:

@@ -138,3 +138,36 @@ def test_augmentation_shapes_and_resume():
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         data.BatchIterator(torch.zeros(5, 1), torch.zeros(5), batch_size=6, seed=0)
+
+
+def test_decoded_cache_is_identical_and_rebuilt_when_stale_or_damaged(tmp_path, monkeypatch, capsys):
+    """data/cache/<name>.npz ($LAB_CACHE_DIR here): the same tensors as the gzip path; a source
+    file changed since (size or mtime) rebuilds it, a damaged cache is a warning and a rebuild."""
+    monkeypatch.setattr(data, "CACHE_MIN_BYTES", 0)  # fixtures are small: cache them anyway
+    folder = tmp_path / "fm"
+    fake_mnist(folder, gz=True)
+    reads = []
+    real_read = data._read_idx_dir
+    monkeypatch.setattr(data, "_read_idx_dir", lambda *a: reads.append(1) or real_read(*a))
+
+    def load():
+        return data.load("fashion_mnist", val_size=50, data_dir=folder, download=False)
+
+    decoded, cached = load(), load()
+    assert len(reads) == 1 and data.cache_path("fashion_mnist").exists()
+    for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(decoded, k), getattr(cached, k)), k
+
+    new = fake_mnist(folder, gz=True, seed=1)  # a new version of the files: stale cache
+    assert torch.equal(load().test_y, torch.from_numpy(new["test_y"]).long()) and len(reads) == 2
+    load()
+    assert len(reads) == 2
+
+    cache = data.cache_path("fashion_mnist")
+    raw = bytearray(cache.read_bytes())
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:1000] + bytes([b[1000] ^ 1]) + b[1001:]):
+        cache.write_bytes(bytes(damage(raw)))
+        assert torch.equal(load().test_y, torch.from_numpy(new["test_y"]).long())
+        assert f"warning: {cache} is damaged" in capsys.readouterr().err
+        load()  # rebuilt: read from the cache again
+    assert len(reads) == 4 and "warning" not in capsys.readouterr().err

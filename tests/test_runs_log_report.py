@@ -88,6 +88,42 @@ def test_wandb_failure_never_loses_the_trial(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["step,val_acc", "0,0.5"]
 
 
+def test_wandb_runs_off_the_critical_path(tmp_path, monkeypatch):
+    """wandb.init blocked: the trial logs and writes metrics.csv meanwhile; wandb's calls run
+    in order on its own thread, and close() waits for them."""
+    import threading
+
+    import wandb
+
+    release, calls = threading.Event(), []
+
+    class FakeRun:
+        summary = {}
+
+        def log(self, row, step):
+            calls.append(("log", step))
+
+        def finish(self):
+            calls.append(("finish", threading.current_thread().name))
+
+    def slow_init(**kw):
+        calls.append(("init", threading.current_thread().name))
+        assert release.wait(30)
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", slow_init)
+    t = lablog.TrialLog(tmp_path, experiment="e", stage="train", scale="smoke", name="n",
+                        config={}, config_hash="h")
+    t.log({"step": 0, "val_acc": 0.5})
+    t.log({"step": 10, "val_acc": 0.6})
+    t.finish({"test_acc": 0.6})  # while wandb.init has not returned
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1:] == ["0,0.5", "10,0.6"]
+    release.set()
+    t.close()
+    assert calls == [("init", "wandb-log"), ("log", 0), ("log", 10), ("finish", "wandb-log")]
+    assert FakeRun.summary == {"test_acc": 0.6}
+
+
 def test_aggregate_mean_sd_n():
     df = pd.DataFrame({"level": [0, 0, 0, 1], "acc": [0.5, 0.7, 0.9, 0.4]})
     agg = aggregate(df, ["level"], ["acc"])

@@ -27,9 +27,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from experiments.common import Context, Experiment
+from experiments.common import Context, Experiment, lazy
 from experiments.compression_pipeline.config import STAGES, PipelineConfig, for_scale, stage_trials
-from experiments.compression_pipeline.report import write_report
 from experiments.teachers import teacher
 from lib import models
 from lib.distill import KD, Distill, Term, teacher_outputs, weighted_ce
@@ -190,6 +189,7 @@ def run(ctx: Context) -> list[dict]:
                       for row in run_seed(ctx, seed, teach, tables)]
 
 
+write_report = lazy("experiments.compression_pipeline.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="compression_pipeline", doc=__doc__, for_scale=for_scale, model="mobilenet_tiny",
     model_help="the student: mobilenet_tiny, mobilenet, or any model structured surgery "

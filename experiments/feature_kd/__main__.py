@@ -19,11 +19,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from experiments.common import Context, Experiment, fail, parse_list
+from experiments.common import Context, Experiment, fail, parse_list, lazy
 from experiments.feature_kd.config import (DEFAULT_STUDENT, METHODS, RECIPES, FeatureKDConfig,
                                            Trial, for_scale, make_trial)
 from experiments.feature_kd.layers import hint_pair, modules_up_to, stage_outputs, stage_pairs
-from experiments.feature_kd.report import write_report
 from experiments.teachers import teacher
 from lib import models
 from lib.distill import (KD, AttentionTransfer, Distill, FeatureTap, FitNet, Term,
@@ -182,6 +181,7 @@ def run(ctx: Context) -> tuple[list[dict], list[tuple[str, str]]]:
     return rows, shared.pairs
 
 
+write_report = lazy("experiments.feature_kd.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="feature_kd", doc=__doc__, for_scale=for_scale, model=DEFAULT_STUDENT,
     model_help="the student", flags=flags,

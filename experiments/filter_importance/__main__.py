@@ -18,9 +18,8 @@ import argparse
 from dataclasses import replace
 
 
-from experiments.common import Context, Experiment, each_seed, parse_floats, parse_list
+from experiments.common import Context, Experiment, each_seed, parse_floats, parse_list, lazy
 from experiments.filter_importance.config import CRITERIA, FilterConfig, Trial, for_scale
-from experiments.filter_importance.report import write_report
 from lib.metrics import count_macs, count_params, latency_ms, size_bytes
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import load_pruned, save_pruned
@@ -104,6 +103,7 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
 
 MODELS = {"smoke": "vgg_narrow", "default": "vgg_narrow", "paper": "vgg16"}
 HELP = "a model surgery supports: vgg_*, vgg11/16/19, resnet8/20/56, lenet_300_100"
+write_report = lazy("experiments.filter_importance.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment("filter_importance", __doc__, for_scale, each_seed(run_seed), write_report,
                         model=MODELS, model_help=HELP, flags=flags, configure=configure)
 main = EXPERIMENT.main

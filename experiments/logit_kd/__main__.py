@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from experiments.common import Context, Experiment, parse_list
+from experiments.common import Context, Experiment, parse_list, lazy
 from experiments.logit_kd.config import METHODS, LogitKDConfig, Trial, for_scale
 from experiments.logit_kd.dml import train_dml
-from experiments.logit_kd.report import write_report
 from experiments.logit_kd.trials import Source, ensemble, load, train
 from experiments.teachers import teacher
 
@@ -94,6 +93,7 @@ def run(ctx: Context) -> list[dict]:
     return [teacher_row, *(row for seed in range(ctx.cfg.seeds) for row in run_seed(ctx, seed, teach))]
 
 
+write_report = lazy("experiments.logit_kd.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="logit_kd", doc=__doc__, for_scale=for_scale, model="vgg_tiny",
     model_help="the student", flags=flags, configure=configure,

@@ -18,10 +18,9 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import Context, Experiment, parse_ints, parse_list
+from experiments.common import Context, Experiment, lazy, parse_ints, parse_list
 from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
                                                  AblationConfig, Trial, for_scale)
-from experiments.lottery_ablation.report import mask_statistics, write_report
 from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_constant
 from lib.prune.criteria import CRITERIA, scores
 from lib.prune.imp import prune_oneshot, prune_round
@@ -216,6 +215,8 @@ class SeedRun:
 
     def statistics(self) -> tuple[list[dict], list[dict]]:
         masks = {(c, lv): self.mask(c, "rewind", "zero", lv) for c in self.cfg.criteria for lv in self.cfg.levels}
+        from experiments.lottery_ablation.report import mask_statistics  # pandas: once trained
+
         return mask_statistics(self.seed, masks, self.init, self.final("large_final", "rewind", "zero", 0))
 
 
@@ -230,6 +231,7 @@ def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
     return rows, overlap, flips
 
 
+write_report = lazy("experiments.lottery_ablation.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="lottery_ablation", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
     model_help="lenet_300_100, conv2, conv4, conv6", flags=flags, configure=configure,

@@ -16,10 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from experiments.common import Context, Experiment, parse_list
+from experiments.common import Context, Experiment, parse_list, lazy
 from experiments.packing import TrialSpec, train_all
 from experiments.lottery_ticket.config import VARIANTS, LotteryConfig, Trial, for_scale
-from experiments.lottery_ticket.report import write_report
 from lib.prune.imp import prune
 from lib.prune.mask import Mask, prunable_layers
 from lib.runs import atomic_torch_save
@@ -133,6 +132,7 @@ def run(ctx: Context) -> list[dict]:
     return rows
 
 
+write_report = lazy("experiments.lottery_ticket.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="lottery_ticket", doc=__doc__, for_scale=for_scale, run=run, report=write_report,
     model="lenet_300_100", model_help="lenet_300_100, conv2, conv4, conv6", flags=flags,

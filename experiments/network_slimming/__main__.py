@@ -25,9 +25,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from experiments.common import Context, Experiment, parse_floats
+from experiments.common import Context, Experiment, parse_floats, lazy
 from experiments.network_slimming.config import MODELS, SlimConfig, Trial, for_scale
-from experiments.network_slimming.report import write_report
 from lib.metrics import count_macs, count_params, latency_ms
 from lib.prune import structured
 from lib.prune.slimming import SlimmingHook, bn_gammas
@@ -156,6 +155,7 @@ def run(ctx: Context) -> tuple[list[dict], list[dict]]:
     return rows, gammas
 
 
+write_report = lazy("experiments.network_slimming.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="network_slimming", doc=__doc__, for_scale=for_scale, model=MODELS,
     model_help="a BN model surgery supports: vgg_*, vgg11/16/19, resnet*",

@@ -19,9 +19,8 @@ from dataclasses import replace
 
 from torch import nn
 
-from experiments.common import Context, Experiment, each_seed
+from experiments.common import Context, Experiment, each_seed, lazy
 from experiments.quantization.config import Trial, for_scale
-from experiments.quantization.report import write_report
 from lib.metrics import latency_ms
 from lib.quant import (QuantSpec, apply_to_weights, calibrate_model, cast_roundtrip,
                        fixed_point, model_size_bytes, prepare, quantize_weights_, to_int8)
@@ -128,6 +127,7 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
     return [{"seed": seed, **row} for row in [float_row, *rows]]
 
 
+write_report = lazy("experiments.quantization.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="quantization", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
     # conv2 at the default scale is ~4x over its 10-minute budget on 2 cores

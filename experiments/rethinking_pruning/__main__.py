@@ -23,11 +23,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from experiments.common import Context, Experiment, each_seed, parse_floats
+from experiments.common import Context, Experiment, each_seed, parse_floats, lazy
 from experiments.rethinking_pruning.config import (LOTTERY_METHODS, METHODS, MODELS, RethinkConfig,
                                                    Trial, for_scale, scaled)
 from experiments.rethinking_pruning.pruning import Pruned, prune_model
-from experiments.rethinking_pruning.report import write_report
 from lib.metrics import count_macs, count_params
 from lib.prune.slimming import SlimmingHook
 from lib.runs import atomic_torch_save
@@ -155,6 +154,7 @@ def row(res: dict, **fields) -> dict:
 
 
 HELP = "a VGG or ResNet with BN that surgery supports: vgg_narrow, vgg16, resnet56, ..."
+write_report = lazy("experiments.rethinking_pruning.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment("rethinking_pruning", __doc__, for_scale, each_seed(run_seed),
                         write_report, model=MODELS, model_help=HELP, flags=flags,
                         configure=configure)

@@ -17,20 +17,23 @@ Outputs: results/rkd/<scale>/.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from experiments.common import Context, Experiment, parse_list
+from experiments.common import Context, Experiment, lazy, parse_list
 from experiments.rkd.config import METHODS, RKDConfig, Setup, Trial, for_scale
 from experiments.rkd.layers import Layers, find_layers
-from experiments.rkd.report import Produced, write_report
 from experiments.rkd.structure import embed, structure_metrics, upper
 from experiments.teachers import teacher
 from lib.distill import (KD, Distill, RKDAngle, RKDDistance, SimilarityPreserving, Term,
                          teacher_outputs, weighted_ce)
 from lib.distill.rkd import normalized_distances
 from lib.runs import atomic_torch_save
+
+if TYPE_CHECKING:
+    from experiments.rkd.report import Produced
 
 # loss name -> (constructor from the setup, which features it compares on both sides)
 LOSS_SPECS = {
@@ -132,9 +135,12 @@ def run(ctx: Context) -> Produced:
                            generator=torch.Generator().manual_seed(0))[:4000]
     scatter = {m: upper(normalized_distances(e.double()))[pairs]
                for m, e in {"teacher": e_t.cpu(), **embeddings}.items()}
+    from experiments.rkd.report import Produced  # pandas & co.: once trained
+
     return Produced(rows, layers, structure(xs.flatten(1)), scatter)
 
 
+write_report = lazy("experiments.rkd.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="rkd", doc=__doc__, for_scale=for_scale,
     model={"smoke": "vgg_tiny", "default": "vgg_tiny", "paper": "resnet20"},

@@ -25,7 +25,7 @@ help:
 	@echo "make claims                every paper claim with its verdict on results/ (SCALE=...)"
 	@echo "make readmes               copy results (claims.md, run.json) into the READMEs' include blocks"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
-	@echo "make benchmark             training throughput and IMP wall time on this machine"
+	@echo "make benchmark             lab vs bare PyTorch, packed trials, bf16, IMP job -> results/benchmark/"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
 	@echo "make clean-smoke           delete smoke results and smoke runs"
 

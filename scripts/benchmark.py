@@ -1,54 +1,224 @@
-"""Speed figures for the README (not a test: timings never gate CI).
+"""Speed of the lab on this machine, as ratios measured side by side (not a test: timings never
+gate CI). Every comparison is interleaved (A, B, A, B, ...) over 3 rounds and reported as the
+median of the per-round ratios: the VM's speed moves 2x between minutes, never within a round.
 
-    python scripts/benchmark.py
+    python scripts/benchmark.py [--quick] [--out results/benchmark]
 
-1. LeNet-300-100 training throughput on Fashion-MNIST (Adam, batch 60, masks applied every step
-   as in IMP), images per second, measured inside the lab's training loop.
-2. Wall time of a small IMP job run as a user would, start-up included: 3 levels (dense + 2
-   pruning rounds) x 2 epochs at batch 128, SGD lr 0.1, in a fresh runs folder.
+1. Training loop: the lab's `train` vs a bare 15-line PyTorch loop (LeNet-300-100, Adam, batch
+   60), also with a mask hook and with evaluation on val + test every 250 steps (wall time).
+2. Packed trials: K = 4, 16, 64 LeNets as one stacked model (`lib.packed_train`) vs one trial
+   alone, total trial-images/s of training (evaluation left out), and K = 16's share of the
+   fp32 matmul peak (a LeNet image costs 3x its forward FLOPs, `lib.metrics.count_flops`).
+3. The small IMP job (3 levels x 2 epochs, batch 128, SGD 0.1), start-up included, vs the same
+   job as a bare script (scripts/bare_imp.py).
+4. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
+   channels_last.
+Sections 1, 2 and 4 run on CUDA too where present. Writes <out>/<machine-slug>.md and .json.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from experiments.common import machine  # noqa: E402
 from lib import data, models  # noqa: E402
+from lib.metrics import count_flops  # noqa: E402
+from lib.pack import PackedNet  # noqa: E402
+from lib.packed_train import train_packed  # noqa: E402
 from lib.prune.mask import Mask  # noqa: E402
 from lib.train import TrainConfig, train  # noqa: E402
 
+LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 
-def throughput(batch_size: int, iterations: int = 6000) -> float:
-    splits = data.load("fashion_mnist")
+
+def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> list[dict]:
+    """Each variant's value per round, the variants interleaved within a round; its median, and
+    the median of its ratios to the first variant of the same round."""
+    runs = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, measure in variants.items():
+            runs[name].append(measure())
+    base = runs[next(iter(variants))]
+    return [dict(name=name, median=statistics.median(v), runs=v,
+                 ratio=statistics.median(x / b for x, b in zip(v, base))) for name, v in runs.items()]
+
+
+def bare_loop(splits: data.Splits, steps: int) -> float:
+    """The loop anyone would write (images/s, wall)."""
     torch.manual_seed(0)
-    model = models.build("lenet_300_100", splits.input_shape, splits.num_classes)
-    cfg = TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=batch_size, iterations=iterations,
-                      eval_every=iterations)
-    res = train(model, splits, cfg, seed=0, hooks=[Mask.ones(model).hook(model)])
-    return res.images_per_s
+    model = models.build(LENET, splits.input_shape, splits.num_classes).to(splits.train_x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+    x, y, b, step = splits.train_x, splits.train_y, 60, 0
+    start = time.perf_counter()
+    while step < steps:
+        perm = torch.randperm(len(x), device=x.device)
+        for i in range(min(len(x) // b, steps - step)):
+            idx = perm[i * b:(i + 1) * b]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    loss.item()  # wait for the device
+    return steps * b / (time.perf_counter() - start)
 
 
-def imp_job() -> float:
+def lab_loop(splits: data.Splits, steps: int, eval_every: int = 0, mask: bool = False) -> float:
+    """`lib.train.train` (images/s, wall, its evaluations included)."""
+    torch.manual_seed(0)
+    model = models.build(LENET, splits.input_shape, splits.num_classes).to(splits.train_x.device)
+    hooks = [Mask.ones(model).hook(model)] if mask else []
+    cfg = TrainConfig(**ADAM, iterations=steps, eval_every=eval_every or steps)
+    start = time.perf_counter()
+    train(model, splits, cfg, seed=0, hooks=hooks)
+    return steps * 60 / (time.perf_counter() - start)
+
+
+def packed(splits: data.Splits, k: int, images: int) -> float:
+    """Total trial-images/s of training K LeNets as one pack (K = 1: `train` alone)."""
+    steps = max(2, images // (k * 60))
+    cfg = TrainConfig(**ADAM, iterations=steps, eval_every=steps)
+    nets = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        nets.append(models.build(LENET, splits.input_shape, splits.num_classes).to(splits.train_x.device))
+    if k == 1:
+        return train(nets[0], splits, cfg, seed=0).images_per_s
+    return train_packed(PackedNet(nets), splits, cfg, seeds=list(range(k)))[0].images_per_s
+
+
+def cnn(splits: data.Splits, steps: int, channels_last: bool, precision: str) -> float:
+    torch.manual_seed(0)
+    model = models.build("vgg_small", splits.input_shape, splits.num_classes).to(splits.train_x.device)
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, iterations=steps,
+                      eval_every=steps, channels_last=channels_last, precision=precision)
+    return train(model, splits, cfg, seed=0).images_per_s
+
+
+def matmul_gflops(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    (a @ b).sum().item()  # warm up
+    start = time.perf_counter()
+    for _ in range(reps):
+        c = a @ b
+    c.sum().item()
+    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def imp_job(bare: bool, quick: bool) -> float:
+    """Seconds of wall time for the small IMP job, run as a user would, in a fresh folder."""
+    job = ["--levels", "1" if quick else "2", "--epochs", "1" if quick else "2", "--batch-size", "128",
+           "--lr", "0.1"]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LAB_RUNS_DIR": f"{tmp}/runs", "LAB_RESULTS_DIR": f"{tmp}/results",
                "WANDB_DIR": tmp, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+        lab = ["-m", "experiments.lottery_ticket", "--scale", "smoke" if quick else "default", "--seeds", "1",
+               "--variants", "ticket", "--optimizer", "sgd", "--eval-every", "0"]
+        bare_script = [str(ROOT / "scripts" / "bare_imp.py"), *(["--train-limit", "2000"] if quick else [])]
+        cmd = [sys.executable, *(bare_script if bare else lab), *job]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "experiments.lottery_ticket", "--scale", "default",
-                        "--levels", "2", "--seeds", "1", "--variants", "ticket", "--optimizer",
-                        "sgd", "--lr", "0.1", "--batch-size", "128", "--epochs", "2"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         return time.perf_counter() - start
 
 
+def sections(device: str, quick: bool, rounds: int) -> dict:
+    full = data.load("fashion_mnist", **(dict(train_limit=3000) if quick else {})).to(device)
+    n = 100 if quick else 1000  # the loops' own two evaluations on `small` cost next to nothing
+    small = replace(full, val_x=full.val_x[:n], val_y=full.val_y[:n], test_x=full.test_x[:n],
+                    test_y=full.test_y[:n])
+    steps, images, cnn_steps = (20, 2400, 4) if quick else (1500, 120_000, 50)
+    out = {"loop": interleaved({
+        "bare PyTorch loop": lambda: bare_loop(small, steps),
+        "lab loop": lambda: lab_loop(small, steps),
+        "lab loop + mask hook": lambda: lab_loop(small, steps, mask=True),
+        "lab loop + mask + eval (val+test) every 250 steps": lambda: lab_loop(full, steps, 250, True)},
+        rounds)}
+    out["packed"] = interleaved({f"K = {k}": (lambda k=k: packed(small, k, images)) for k in (1, 4, 16, 64)},
+                                rounds)
+    out["precision"] = interleaved({
+        "fp32": lambda: cnn(small, cnn_steps, False, "fp32"),
+        "fp32 channels_last": lambda: cnn(small, cnn_steps, True, "fp32"),
+        "bf16 channels_last": lambda: cnn(small, cnn_steps, True, "bf16")}, rounds)
+    size = 256 if quick else 1024
+    out["matmul"] = interleaved({"fp32": lambda: matmul_gflops(device, torch.float32, size),
+                                 "bf16": lambda: matmul_gflops(device, torch.bfloat16, size)}, rounds)
+    lenet = models.build(LENET, full.input_shape, full.num_classes)
+    flops = 3 * count_flops(lenet, full.input_shape)  # forward + backward (2x forward)
+    k16 = next(r for r in out["packed"] if r["name"] == "K = 16")["median"]
+    out["k16_peak"] = dict(flops_per_image=flops, fraction=k16 * flops / 1e9 / out["matmul"][0]["median"])
+    return out
+
+
+TITLES = {"loop": ("Training loop, LeNet-300-100, Adam, batch 60", "images/s (wall)"),
+          "packed": ("Packed trials, LeNet-300-100, Adam, batch 60", "trial-images/s (training)"),
+          "precision": ("Precision, vgg_small, SGD, batch 128", "images/s (training)"),
+          "matmul": ("Matrix product, square (1024 x 1024; --quick: 256)", "GFLOP/s"),
+          "imp": ("The small IMP job, start-up included, on CUDA where present", "wall s")}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Benchmark: {result['machine']}", "",
+             f"`{result['command']}`, {result['date']}, {result['wall_s']:.0f} s wall. Each row is "
+             f"the median of {result['rounds']} interleaved rounds; ratio: the median of the per-round "
+             "ratios to the first row of its table.", ""]
+    for device, secs in [*result["devices"].items(), ("", {"imp": result["imp"]})]:
+        for key, (title, unit) in TITLES.items():
+            if key not in secs:
+                continue
+            lines += [f"## {title}" + f" ({device})" * bool(device), "", f"| | {unit} | ratio |",
+                      "|---|---:|---:|"]
+            lines += [f"| {r['name']} | {r['median']:,.{2 if key == 'imp' else 0}f} | {r['ratio']:.2f} |"
+                      for r in secs[key]]
+            lines.append("")
+        if "k16_peak" in secs:
+            p = secs["k16_peak"]
+            lines += [f"Packed K = 16 runs at {100 * p['fraction']:.0f}% of the fp32 matmul peak "
+                      f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward).", ""]
+    return "\n".join(lines)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmark"))
+    a = p.parse_args(argv)
+    rounds, start = 1 if a.quick else 3, time.perf_counter()
+    devices = {"cpu": sections("cpu", a.quick, rounds)}
+    if torch.cuda.is_available():
+        devices["cuda"] = sections("cuda", a.quick, rounds)
+    imp = interleaved({"bare script (scripts/bare_imp.py)": lambda: imp_job(True, a.quick),
+                       "lab (python -m experiments.lottery_ticket)": lambda: imp_job(False, a.quick)},
+                      rounds)
+    result = dict(machine=machine(), command="python scripts/benchmark.py" + " --quick" * a.quick,
+                  date=time.strftime("%Y-%m-%d %H:%M"), rounds=rounds, devices=devices, imp=imp,
+                  wall_s=time.perf_counter() - start)
+    out = Path(a.out) / slug(machine().split(";")[0])  # the CPU, its cores and the GPU
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return out
+
+
 if __name__ == "__main__":
-    print(f"machine: {machine()}")
-    for bs in (60, 128):
-        print(f"LeNet-300-100 training, batch {bs}: {throughput(bs):,.0f} images/s")
-    print(f"IMP job, 3 levels x 2 epochs, batch 128, SGD 0.1 (wandb offline): {imp_job():.2f} s wall")
+    main()

@@ -1,0 +1,30 @@
+"""`make benchmark` (scripts/benchmark.py --quick): it runs and writes both files with every
+section. Timings are never asserted: they belong to the machine, not to the code."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.smoke
+def test_quick_benchmark_writes_every_section(tmp_path):
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--quick", "--out", str(tmp_path)])
+    assert out.parent == tmp_path and out.name == bench.slug(bench.machine().split(";")[0])
+    result = json.loads(out.with_suffix(".json").read_text())
+    cpu = result["devices"]["cpu"]
+    assert [r["name"] for r in cpu["packed"]] == ["K = 1", "K = 4", "K = 16", "K = 64"]
+    for rows in [cpu[k] for k in ("loop", "packed", "precision", "matmul")] + [result["imp"]]:
+        assert len(rows) >= 2 and rows[0]["ratio"] == 1 and all(r["median"] > 0 for r in rows)
+    assert 0 < cpu["k16_peak"]["fraction"] and cpu["k16_peak"]["flops_per_image"] > 1e6
+    md = out.with_suffix(".md").read_text()
+    for title, _unit in bench.TITLES.values():
+        assert f"## {title}" in md
+    assert "fp32 matmul peak" in md and result["machine"] in md

@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from experiments import faults, provenance
+from experiments import faults, launch, provenance
 from experiments.cli import (add_prune_args, add_train_args, base_parser, check_scale, fail,
                              parse_floats, parse_ints, parse_list, pick_device, preset)
-from experiments.trial import run_eval, run_trial
+from experiments.trial import POLICY, Missing, run_eval, run_trial, status
 from lib import data as datasets
 from lib import models
 from lib.data import Splits
@@ -187,7 +188,11 @@ def lazy(module: str, name: str) -> Callable:
 
 def each_seed(run_seed: Callable[[Context, int], list[dict]]) -> Callable[[Context], list[dict]]:
     """`run` for an experiment whose seeds are independent: `run_seed(ctx, seed)`'s rows, all seeds."""
-    return lambda ctx: [row for seed in range(ctx.cfg.seeds) for row in run_seed(ctx, seed)]
+    def run(ctx: Context) -> list[dict]:
+        # a worker of N starts at its own seed (others' trials are waited for); rows in seed order
+        rows = {seed: run_seed(ctx, seed) for seed in POLICY.order(range(ctx.cfg.seeds))}
+        return [row for seed in range(ctx.cfg.seeds) for row in rows[seed]]
+    return run
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ class Experiment:
                         f"{self.model_help} (default {default})")
         self.flags(p)
         add_train_args(p)
+        launch.add_launch_args(p)
         if self.prune_flags:
             add_prune_args(p)
         if self.packs:
@@ -231,6 +237,7 @@ class Experiment:
         a = self.parser().parse_args(argv)
         try:
             require(getattr(a, "pack", 0) >= 0, "pack", ">= 0", getattr(a, "pack", 0))
+            launch.check_launch(a)
             if a.model is None:
                 default = self.model
                 a.model = default if isinstance(default, str) else default[check_scale(a.scale)]
@@ -245,11 +252,33 @@ class Experiment:
         cfg, scale, device, a = self.parse_args(argv)
         provenance.CURRENT.begin(self.name, scale, provenance.argv_of(argv), machine())
         clock = time.perf_counter()
+        workers = a.launcher != "inline" and a.worker is None
+        # a worker only trains; the launching process (and --report-only) only reports
+        POLICY.train = not (workers or a.report_only)
+        POLICY.worker = launch.worker_of(a.worker) if a.worker else (0, 1)
         with faults.guarded():
+            if workers:
+                launch.launch(self.name, scale, provenance.argv_of(argv), a)
             ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device),
                           pack=getattr(a, "pack", 0))
-            out = faults.until_whole(lambda: self.report(ctx, self.run(ctx)))
+            if a.worker:
+                faults.until_whole(lambda: self.run(ctx))
+                print(f"worker {a.worker}: done in {time.perf_counter() - clock:.1f} s")
+                return
+            try:
+                out = faults.until_whole(lambda: self.report(ctx, self.run(ctx)))
+            except Missing as e:
+                unfinished(e)
         print(f"wrote {out}/trials.csv, table.md and plots in {time.perf_counter() - clock:.1f} s")
+
+
+def unfinished(e: Missing) -> None:
+    """No report over unfinished trials: one line for each, then exit 1."""
+    for run, name in e.runs:
+        print(f"missing: {name} ({run.dir}): {status(run)}", file=sys.stderr)
+    print(f"error: report not written: {len(e.runs)} trials (and those that need them) are not "
+          f"finished; rerun the command (without --report-only) to train them", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def machine() -> str:

@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from experiments import provenance
 from experiments.common import Context
+from experiments.trial import POLICY, Missing
 from lib.log import TrialLog
 from lib.pack import PackError, PackedNet
 from lib.packed_train import train_packed
 from lib.prune.mask import Mask
-from lib.runs import Run, flat_config, read_checkpoint
+from lib.runs import CLAIMS, Run, flat_config, read_checkpoint
 from lib.train import Hook, TrainConfig, TrainResult
 
 
@@ -43,8 +44,31 @@ class TrialSpec:
 
 def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, pack: int = 0,
               keep_best: bool = False) -> list[dict]:
-    """Every spec's result dict, in order; trials not done yet are trained, packed if possible."""
-    todo = [s for s in specs if not s.run.done]
+    """Every spec's result dict, in order; trials not done yet are trained, packed if possible.
+
+    Each trial is claimed first (`lib.runs.Claim`): this process packs only the trials it got
+    (a worker of N takes about 1/N of those free, starting at its own offset), then takes more
+    while some are free, then waits for the ones other workers train (or takes over their stale
+    claims). With `--report-only` nothing is trained: unfinished trials raise `Missing`."""
+    missing = [(s.run, s.name) for s in specs if not s.run.done]
+    if missing and not POLICY.train:
+        raise Missing(missing)
+    while missing:
+        with contextlib.ExitStack() as held:
+            mine = [s for s in POLICY.share([s for s in specs if not s.run.done],
+                                            lambda s: held.enter_context(CLAIMS.hold(s.run.dir)))
+                    if not s.run.done]
+            if not mine:
+                break
+            _train_claimed(ctx, mine, train_cfg, pack, keep_best)
+    # the rest were claimed by other workers: wait for them (or take over a stale claim)
+    return [s.run.result() if s.run.done else _train_alone(ctx, s, train_cfg, keep_best)
+            for s in specs]
+
+
+def _train_claimed(ctx: Context, todo: list[TrialSpec], train_cfg: TrainConfig, pack: int,
+                   keep_best: bool) -> None:
+    """Train the trials `todo` this process holds the claims of, packed where they can be."""
     alone = [s for s in todo if s.hooks_for is not None or pack == 1]
     steps = {id(s): _checkpoint_step(s.run) for s in todo if s not in alone}
     _restart_split_pack([s for s in todo if s not in alone], steps)
@@ -63,7 +87,6 @@ def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, 
                 alone.extend(chunk)
     for s in alone:
         _train_alone(ctx, s, train_cfg, keep_best)
-    return [s.run.result() for s in specs]
 
 
 def _restart_split_pack(specs: list[TrialSpec], steps: dict[int, int]) -> None:

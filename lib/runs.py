@@ -11,16 +11,21 @@ warning line, and its trial is computed again: from its checkpoint where that is
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
 import json
 import os
+import socket
 import sys
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -265,3 +270,184 @@ class Ledger:
 
 
 LEDGER = Ledger()
+
+
+# ----------------------------------------------------------------------------- claims
+
+CLAIM = "claim"
+
+
+def stale_after() -> float:
+    """Seconds without a heartbeat after which a claim is stale: `$LAB_CLAIM_STALE_S` (tests make
+    it short), else 120."""
+    return float(os.environ.get("LAB_CLAIM_STALE_S", "120"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not waited for yet is a zombie: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Claim:
+    """The right to train one trial: `<run folder>/claim`, created with O_CREAT|O_EXCL (atomic on
+    local and NFS filesystems), naming host, pid, start time and a token; its mtime is the
+    heartbeat, refreshed by a thread of the owner while the trial trains. A claim is stale when
+    its owner is a dead process of this host, or when it has had no heartbeat for
+    `stale_after()` seconds (another host, a frozen job); a stale claim is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / CLAIM
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def owner(self) -> dict | None:
+        """The claim file's content (host, pid, started, token), or None when there is none."""
+        try:
+            info = json.loads(self.path.read_text())
+            info["age_s"] = time.time() - self.path.stat().st_mtime
+            return info
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # being written right now, or damaged: judge by its age
+            try:
+                return {"token": "?", "host": "?", "pid": -1,
+                        "age_s": time.time() - self.path.stat().st_mtime}
+            except FileNotFoundError:
+                return None
+
+    @staticmethod
+    def is_stale(info: dict) -> bool:
+        if info.get("host") == socket.gethostname() and info.get("pid", -1) > 0:
+            if not _alive(info["pid"]):
+                return True
+        return info["age_s"] > stale_after()
+
+    def acquire(self) -> bool:
+        """Claim the trial: True when this process now owns it (a stale claim is taken over),
+        False while another live worker does."""
+        for _ in range(3):
+            if self._create():
+                return True
+            info = self.owner()
+            if info is None:
+                continue  # released in between: try again
+            if not self.is_stale(info):
+                return False
+            self._take_over(info)
+        return False
+
+    def _create(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        host, pid, _ = self.token.split(":")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": host, "pid": int(pid), "token": self.token,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)
+        return True
+
+    def _take_over(self, seen: dict) -> None:
+        """Move the stale claim aside under a private name; if what was moved is not the claim
+        judged stale (its owner replaced it in between), put it back."""
+        aside = self.path.with_name(f"{CLAIM}.stale-{self.token.replace(':', '-')}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text()).get("token")
+        except (OSError, ValueError):
+            moved = "?"
+        if moved != seen.get("token"):
+            try:
+                os.link(aside, self.path)  # fails if a new claim is already there
+            except FileExistsError:
+                pass
+        else:
+            print(f"note: {self.path.parent.name}: claim of {seen.get('host')}:{seen.get('pid')} "
+                  f"is stale ({seen['age_s']:.0f} s without a heartbeat); taking the trial over",
+                  file=sys.stderr, flush=True)
+        aside.unlink(missing_ok=True)
+
+    def mine(self) -> bool:
+        info = self.owner()
+        return info is not None and info.get("token") == self.token
+
+    def heartbeat(self) -> None:
+        """Refresh the claim's mtime (the owner is alive)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path)
+
+    def release(self) -> None:
+        """Remove the claim if this process still owns it."""
+        if self.mine():
+            self.path.unlink(missing_ok=True)
+
+
+class Claims:
+    """The claims this process holds, and the thread that keeps their heartbeats."""
+
+    def __init__(self):
+        self.held: dict[Path, Claim] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def holds(self, run_dir: Path) -> bool:
+        return Path(run_dir) in self.held
+
+    def acquire(self, run_dir: Path) -> bool:
+        """Claim `run_dir` (True when held, already by this process included)."""
+        run_dir = Path(run_dir)
+        if run_dir in self.held:
+            return True
+        claim = Claim(run_dir)
+        if not claim.acquire():
+            return False
+        with self.lock:
+            self.held[run_dir] = claim
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._beat, daemon=True, name="claims")
+                self.thread.start()
+        return True
+
+    def release(self, run_dir: Path) -> None:
+        with self.lock:
+            claim = self.held.pop(Path(run_dir), None)
+        if claim is not None:
+            claim.release()
+
+    @contextlib.contextmanager
+    def hold(self, run_dir: Path) -> Iterator[bool]:
+        """`with CLAIMS.hold(run.dir) as mine:` the trial is ours inside when `mine`; released
+        at the end, unless an outer `hold` of this process had it already."""
+        outer = self.holds(run_dir)
+        mine = self.acquire(run_dir)
+        try:
+            yield mine
+        finally:
+            if mine and not outer:
+                self.release(run_dir)
+
+    def _beat(self) -> None:
+        last = 0.0
+        while True:  # wakes often, so a changed LAB_CLAIM_STALE_S applies at once
+            time.sleep(0.05)
+            if time.monotonic() - last < stale_after() / 6:
+                continue
+            last = time.monotonic()
+            with self.lock:
+                claims = list(self.held.values())
+            for claim in claims:
+                claim.heartbeat()
+
+
+CLAIMS = Claims()

@@ -73,6 +73,12 @@ BAD_INPUT = {
         (("--epochs", "1e400"), "epochs: must be finite, got inf"),
         (("--dataset", "synthetic", "--scale", "default"),
          "val_size: must be in [0, 3000) (synthetic has 3000 training images), got 5000"),
+        # launchers (issue #15): nothing submitted or written
+        (("--launcher", "local", "--jobs", "0"), "jobs: must be >= 1, got 0"),
+        (("--launcher", "cloud"), "launcher: unknown 'cloud', choose from inline, local, slurm"),
+        (("--launcher", "slurm", "--slurm-partion", "gpu"), "unrecognized arguments: --slurm-partion"),
+        (("--slurm-partition", "gpu"), "slurm_partition: needs --launcher slurm"),
+        (("--jobs", "2"), "jobs: needs --launcher local or slurm"),
     ],
     "network_slimming": [
         (("--model", "nope"), "model: unknown 'nope'"),
@@ -148,3 +154,10 @@ def test_bad_input_fails_in_one_line_before_compute(name, args, msg, tmp_path, c
 @pytest.mark.parametrize("name, args, msg", cases({n: [c] for n, c in COMMAND_LINE.items()}))
 def test_bad_input_exits_2_from_the_command_line(name, args, msg, tmp_path):
     assert_rejected_subprocess(name, args, msg, tmp_path)
+
+
+def test_slurm_without_sbatch_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    monkeypatch.delenv("LAB_SUBMITIT_CLUSTER", raising=False)
+    assert_rejected("lottery_ticket", ("--launcher", "slurm", "--jobs", "4"),
+                    "launcher: slurm needs `sbatch` on PATH", tmp_path / "out", capsys)

@@ -90,9 +90,13 @@ notebooks: setup
 benchmark: setup
 	$(PY) scripts/benchmark.py
 
+# the trials' runs and each report's run (job type `report`), from $(WANDB_DIR)/wandb/
+WANDB ?= .venv/bin/wandb
+WANDB_DIR ?= .
 sync: setup
-	@ls -d wandb/offline-run-* >/dev/null 2>&1 || { echo "no offline runs under wandb/"; exit 0; }
-	.venv/bin/wandb sync --include-offline wandb/offline-run-*
+	@if ls -d $(WANDB_DIR)/wandb/offline-run-* >/dev/null 2>&1; then \
+	  $(WANDB) sync --include-offline $(WANDB_DIR)/wandb/offline-run-*; \
+	else echo "no offline runs under $(WANDB_DIR)/wandb/"; fi
 
 clean-smoke:
 	rm -rf results/*/smoke runs/smoke

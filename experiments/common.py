@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from experiments import faults, launch, provenance
+from experiments import dashboard, faults, launch, provenance
 from experiments.cli import (add_prune_args, add_train_args, base_parser, check_scale, fail,
                              parse_floats, parse_ints, parse_list, pick_device, preset)
 from experiments.trial import POLICY, Missing, run_eval, run_trial, status
@@ -219,6 +219,7 @@ class Experiment:
         self.flags(p)
         add_train_args(p)
         launch.add_launch_args(p)
+        dashboard.add_args(p)
         if self.prune_flags:
             add_prune_args(p)
         if self.packs:
@@ -269,6 +270,7 @@ class Experiment:
                 out = faults.until_whole(lambda: self.report(ctx, self.run(ctx)))
             except Missing as e:
                 unfinished(e)
+            dashboard.report_run(self.name, scale, out, a.wandb_artifacts)
         print(f"wrote {out}/trials.csv, table.md and plots in {time.perf_counter() - clock:.1f} s")
 
 

@@ -60,5 +60,8 @@ def read_run(run_dir: Path) -> dict:
     return out
 
 
-def offline_runs(wandb_root: Path) -> list[dict]:
-    return [read_run(d) for d in sorted(Path(wandb_root).glob("wandb/offline-run-*"))]
+def offline_runs(wandb_root: Path, reports: bool = False) -> list[dict]:
+    """The offline runs under `wandb_root`: the trials' (and, with `reports`, the `report` runs
+    of the invocations that wrote a report: experiments.dashboard)."""
+    return [read_run(d) for d in sorted(Path(wandb_root).glob("wandb/offline-run-*"))
+            if reports or "-report-" not in d.name]

@@ -152,7 +152,7 @@ def _submit(call: Callable[[], None]) -> None:
     global _worker
     with _lock:
         _jobs.append(call)
-        if _worker is None:  # the thread lives while it has work (the process exits after it)
+        if _worker is None or not _worker.is_alive():  # it lives while it has work
             _worker = threading.Thread(target=_drain, name="wandb-log")
             _worker.start()
 
@@ -171,11 +171,21 @@ def _drain() -> None:
             _warn(f"{type(e).__name__}: {e}")
 
 
+def _forget_after_fork() -> None:
+    """A forked child has no wandb thread (and no wandb runs of its own): start afresh."""
+    global _worker, _lock
+    _jobs.clear()
+    _worker, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def flush() -> None:
     """Wait until every wandb call submitted so far has run."""
     while True:
         with _lock:
             worker = _worker
-        if worker is None or worker is threading.current_thread():
+        if worker is None or worker is threading.current_thread() or not worker.is_alive():
             return
         worker.join()

@@ -97,6 +97,9 @@ def _child(module: str, argv: list[str], base: str, log: str, fault: dict, wandb
                        "WANDB_DIR": base, "WANDB_MODE": "offline" if wandb else "disabled",
                        "LAB_PROGRESS": "0"})
     _use_preloaded()
+    from tqdm.auto import tqdm
+
+    tqdm.set_lock(threading.RLock())  # not tqdm's multiprocessing lock: killed, it would leak
     if _THREADS:
         import torch
 
@@ -197,6 +200,25 @@ def outcome(base: Path, module: str = "lottery_ticket") -> dict:
         if final.exists():
             out[f"{h}/final"] = {k: v.tolist() for k, v in torch.load(final, weights_only=True).items()}
     return out
+
+
+def same(a, b, rel: float = 1e-5, where: str = "outcome") -> None:
+    """Assert two outcomes equal, numbers within `rel` (relative; absolute near zero): a trial
+    recomputed alone after damage and the same trial trained in a pack agree to float
+    tolerance, not bit for bit. Names the first differing entry."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())} differ"
+        for k in a:
+            same(a[k], b[k], rel, f"{where}[{k!r}]")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, rel, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a is not None and b is not None and abs(a - b) <= rel * max(abs(a), abs(b), 1.0), \
+            f"{where}: {a} != {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def intact(base: Path) -> list[str]:

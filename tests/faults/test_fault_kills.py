@@ -35,7 +35,7 @@ def test_kills_in_every_phase_end_with_identical_results(baseline, tmp_path):
     assert phases == {"training", "checkpoint", "finish", "report"}
     res = faultkit.run(tmp_path)
     assert res.code == 0, res.output
-    assert faultkit.outcome(tmp_path) == baseline[1]
+    assert faultkit.outcome(tmp_path) == baseline[1]  # identical: a resume is exact
     print(f"{kills} kills in {runs} runs ({sorted(phases)}), identical results")
 
 
@@ -58,17 +58,21 @@ def test_damaged_files_of_finished_trials_are_recomputed(baseline, tmp_path):
 
     shutil.copytree(baseline[0] / "runs", tmp_path / "runs")
     by = _trials(tmp_path)
-    damaged = {by[(0, "ticket")] / "result.json": "truncate", by[(0, "ticket")] / "final.pt": "garbage",
-               by[(1, "ticket")] / "metrics.csv": "truncate", by[(1, "reinit")] / "mask.pt": "empty"}
-    for path, how in damaged.items():
-        _damage(path, how)
-    res = faultkit.run(tmp_path)
-    assert res.code == 0 and "Traceback" not in res.output, res.output
-    warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning:")]
-    for path in damaged:
-        assert any(str(path) in w and "moved to" in w for w in warnings), (path, warnings)
-        assert path.with_name(path.name + ".corrupt").exists()
-    assert faultkit.outcome(tmp_path) == baseline[1]
+    # one damaged file per trial and round (a second one in the same trial is simply rewritten)
+    rounds = [{by[(0, "ticket")] / "final.pt": "garbage", by[(1, "ticket")] / "metrics.csv": "truncate",
+               by[(1, "reinit")] / "result.json": "truncate"},
+              {by[(1, "reinit")] / "mask.pt": "empty", by[(0, "ticket")] / "result.json": "garbage"}]
+    for damaged in rounds:
+        for path, how in damaged.items():
+            _damage(path, how)
+        res = faultkit.run(tmp_path)
+        assert res.code == 0 and "Traceback" not in res.output, res.output
+        warnings = [ln for ln in res.output.splitlines() if ln.startswith("warning:")]
+        assert len(warnings) == len(damaged), warnings
+        for path in damaged:
+            assert any(str(path) in w and "moved to" in w for w in warnings), (path, warnings)
+            assert path.with_name(path.name + ".corrupt").exists()
+        faultkit.same(faultkit.outcome(tmp_path), baseline[1])
 
 
 def test_damaged_files_of_unfinished_trials_are_recomputed(baseline, tmp_path):
@@ -82,12 +86,13 @@ def test_damaged_files_of_unfinished_trials_are_recomputed(baseline, tmp_path):
     first = next(d for d in unfinished if (d / "result.json").exists())
     other = next(d for d in unfinished if d != first)
     for name, how in (("result.json", "truncate"), ("metrics.csv", "garbage"), ("mask.pt", "empty"),
-                      ("checkpoint.pt", "truncate")):
-        _damage(first / name, how)
+                      ("final.pt", "garbage"), ("checkpoint.pt", "truncate")):
+        if (first / name).exists():  # final.pt: the ticket's only
+            _damage(first / name, how)
     _damage(other / "checkpoint.pt", "garbage")
     res = faultkit.run(tmp_path)
     assert res.code == 0 and "Traceback" not in res.output, res.output
     for d in (first, other):
         assert (d / "checkpoint.pt.corrupt").exists()
         assert f"warning: {d / 'checkpoint.pt'} cannot be read" in res.output
-    assert faultkit.outcome(tmp_path) == baseline[1]
+    faultkit.same(faultkit.outcome(tmp_path), baseline[1])

@@ -1,5 +1,6 @@
 """DepGraph pruning (lib/prune/depgraph.py, torch-pruning) cross-checked against our surgery on
-the families both handle: the same prunable layers, channels and outputs."""
+the families both handle, and on torchvision's ResNet-101 and MobileNetV2, which only it can
+cut: the pruned network computes what the full one computes with those channels removed."""
 from __future__ import annotations
 
 import pytest
@@ -47,6 +48,44 @@ def test_same_layers_same_channels_same_outputs_as_surgery(name, shape):
     x = torch.randn(4, *shape)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours(x), rtol=1e-5, atol=1e-5)
+
+
+def zero_removed_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> list:
+    """Forward hooks that zero, for each pruned layer, its removed channels where its readers
+    take them: at the output of the last BatchNorm between it and the next full layer (its
+    own BN, or the BN after the depthwise conv that follows it), what removing them computes."""
+    order = list(model.named_modules())
+    full = lambda m: isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)
+    hooks = []
+    for layer, kept in keep.items():
+        start = [n for n, _ in order].index(layer) + 1
+        bn = None
+        for _, m in order[start:]:
+            if full(m):
+                break
+            bn = m if isinstance(m, nn.BatchNorm2d) else bn
+        gone = torch.ones(bn.num_features, dtype=torch.bool)
+        gone[kept] = False
+
+        def zero(m, args, out, gone=gone):
+            return out * (~gone).to(out.dtype)[None, :, None, None]
+        hooks.append(bn.register_forward_hook(zero))
+    return hooks
+
+
+@pytest.mark.parametrize("name", ["resnet101", "mobilenet_v2"])
+def test_torchvision_models_prune_physically(name):
+    shape = (3, 32, 32)
+    model = randomised(name, shape)
+    pruned, keep = depgraph.prune_l1(model, 0.5, shape)
+    full_params, kept_params = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
+    assert kept_params < 0.75 * full_params
+    x = torch.randn(2, *shape)
+    hooks = zero_removed_channels(model, keep)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-4)
+    for h in hooks:
+        h.remove()
 
 
 def test_bad_keep_is_one_line():

@@ -139,7 +139,9 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
                  logs: Sequence[Callable[[dict], None]] | None = None,
                  keep_best: bool = False, desc: str = "pack") -> list[TrainResult]:
     """Train the K trials of `net` in place; one `TrainResult` per trial, as `lib.train.train`
-    would give for each alone (same batches, same evaluations, same selection rule)."""
+    would give for each alone (same batches, same evaluations, same selection rule). With
+    `cfg.patience`, training returns at the first evaluation where some trial has converged:
+    the others come back `unfinished`, at that evaluation's checkpoint, to be repacked."""
     cfg.validate()
     prepare_device(data.train_x.device)
     k = net.k
@@ -238,6 +240,14 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
                 atomic_torch_save({"model": net.state(i), "optimizer": _trial_optimizer_state(opt, params, i),
                                    "hooks": [{}], "step": step, "history": r.history,
                                    "wall_s": r.wall_s + elapsed / k, "best_state": r.best_state}, c)
+            live = [i for i in range(k) if i not in frozen.trials]
+            if cfg.patience and any(results[i].patience_spent(cfg.patience) for i in live):
+                # some trials converged: hand every trial back; the caller finishes the converged
+                # ones and repacks the rest from the checkpoints just written, so a finished trial
+                # costs no more steps
+                for i in live:
+                    results[i].unfinished = not results[i].patience_spent(cfg.patience)
+                break
     bar.close()
     elapsed = time.perf_counter() - started
     for r in results:

@@ -39,6 +39,10 @@ def recipe_text(t: TrainConfig) -> str:
         parts.append(f"weight decay {t.weight_decay:g}")
     parts.append(f"batch {t.batch_size}")
     parts.append(f"{t.epochs:g} epochs" if t.epochs else f"{t.iterations} iterations")
+    if t.patience:
+        watched = "loss" if t.early_stop_on == "val_loss" else "accuracy"
+        parts[-1] = (f"at most {parts[-1]}, stopped once {t.patience} evaluations in a row bring "
+                     f"no better validation {watched}")
     if t.schedule != "constant":
         parts.append(f"{t.schedule} schedule")
     if t.augment:

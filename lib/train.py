@@ -52,6 +52,10 @@ class TrainConfig:
     early_stop_on: str = "val_loss"  # or "val_acc" (supermasks: their loss is badly calibrated)
     channels_last: bool = False  # NHWC convs: 1.4-1.8x faster training on this CPU for small CNNs
     precision: str = "fp32"  # "bf16": forward and loss under bf16 autocast (weights stay fp32)
+    # stop once the early-stopping criterion has not improved for `patience` evaluations (0:
+    # train every step): the selected evaluation is then never the last one (not still learning),
+    # and a trial that converges early costs no more steps
+    patience: int = 0
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line ValueError naming the first bad field."""
@@ -73,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"early_stop_on: unknown '{self.early_stop_on}', choose from {', '.join(EARLY_STOP)}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every: must be >= 0, got {self.eval_every}")
+        if self.patience < 0:
+            raise ValueError(f"patience: must be >= 0, got {self.patience}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: unknown '{self.precision}', choose from {', '.join(PRECISIONS)}")
         return self
@@ -139,6 +145,14 @@ class TrainResult:
     early_stop_on: str = "val_loss"
     best_state: dict[str, Tensor] | None = None  # weights at `early_stop` (train(keep_best=True))
     diverged_step: int | None = None  # the step whose loss was not finite (training stopped)
+    unfinished: bool = False  # a packed trial handed back before its end (others converged)
+
+    def patience_spent(self, patience: int) -> bool:
+        """True when the last `patience` evaluations did not improve on the selected one."""
+        if not patience or not self.history:
+            return False
+        best = self.history.index(self.early_stop)
+        return len(self.history) - 1 - best >= patience
 
     def improves(self, row: dict) -> bool:
         """True when `row` would be the new early-stop point (strictly better: first on ties)."""
@@ -308,6 +322,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
         result.wall_s, result.best_state = state["wall_s"], state.get("best_state")
         if log is not None:
             replay(log, result.history)  # so the resumed run's log is whole
+        if result.patience_spent(cfg.patience):
+            total = step  # it had converged when it was killed
 
     eval_s = 0.0  # time spent evaluating, left out of the training throughput
 
@@ -372,6 +388,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
                 break
             record(running.item() / seen)
             running.zero_(), losses.clear(), bar.set_postfix(val_acc=f"{result.history[-1]['val_acc']:.4f}")
+            if result.patience_spent(cfg.patience):
+                total = step  # converged: stop here (the checkpoint below marks the end)
             seen = 0
             last_eval = snapshot(model)
             elapsed = time.perf_counter() - started

@@ -1,6 +1,7 @@
 """Deconstructing-lottery-tickets pieces: criteria, one-shot masks, mask-1/mask-0, supermasks."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from lib import models
 from lib.prune.ablations import MASK1, mask0_fill, mask1_values
 from lib.prune.criteria import CRITERIA, scores
 from lib.prune.imp import PruneConfig, keep_top, kept_after, prune_oneshot
-from lib.prune.mask import prunable_layers
+from lib.prune.mask import Mask, prunable_layers
 from lib.prune.supermask import SampledAccuracy, SupermaskNet
 from lib.train import TrainConfig, train
 
@@ -37,7 +38,7 @@ def test_each_criterion_keeps_the_expected_set():
     assert kept("large_final_same_sign") == {0, 4, 3}
     # diff sign: only 1 and 2 flipped; the third pick is a random tie among zeros
     assert {1, 2} <= kept("large_final_diff_sign")
-    # both large: alpha = std(wf)/std(wi) scales init; top-2 are 0 and 2 (large in both)
+    # both large: ranks of |wi| (5,1,3,4,2,0) and |wf| (5,4,3,1,2,0), min (5,1,3,1,2,0): 0 and 2
     assert kept("large_init_large_final", k=2) == {0, 2}
     assert kept("small_init_small_final", k=2) == {4, 5}
     rand = {frozenset(kept("random", seed=s)) for s in range(10)}
@@ -94,6 +95,60 @@ def test_signed_constant_magnitude_is_the_layer_init_std():
     wi, keep, v = values("random_signed_constant")
     assert torch.allclose(v.abs(), torch.full_like(v, wi.std().item()))
     assert (torch.sign(v[keep]) != torch.sign(wi[keep])).float().mean() > 0.3  # signs are random
+    # the authors shuffle the layer's init signs: as many positive weights as at init
+    assert int((v > 0).sum()) == int((wi > 0).sum())
+
+
+def authors_both_large(a: np.ndarray, b: np.ndarray, k: int) -> set[int] | None:
+    """The authors' rule, independently: keep where both a and b are at or above their q-th
+    percentile, for the q that keeps exactly k (None when no q does, e.g. with ties)."""
+    qs = np.linspace(0, 100, 20001)
+    keep = (a >= np.percentile(a, qs)[:, None]) & (b >= np.percentile(b, qs)[:, None])
+    hits = np.flatnonzero(keep.sum(axis=1) == k)  # every q, vectorised: one row per q
+    return set(np.flatnonzero(keep[hits[0]]).tolist()) if len(hits) else None
+
+
+@pytest.mark.parametrize("name,sign", [("large_init_large_final", 1), ("small_init_small_final", -1)])
+@pytest.mark.parametrize("seed", range(4))
+def test_init_and_final_criteria_match_the_authors_percentile_rule(name, sign, seed):
+    """Zhou et al.'s code keeps a weight when |w_i| and |w_f| both pass one within-layer
+    percentile; checked against that rule on random layers, where the old α-scaled
+    min(α|w_i|, |w_f|) ranking disagrees."""
+    g = torch.Generator().manual_seed(seed)
+    wi, wf = torch.randn(40, generator=g), torch.randn(40, generator=g) * 3
+    for k in (5, 12, 25):
+        want = authors_both_large(sign * wi.abs().numpy(), sign * wf.abs().numpy(), k)
+        if want is None:
+            continue
+        s = scores(name, {"w": wi}, {"w": wf}, torch.Generator())["w"]
+        got = keep_top(s, torch.ones(40, dtype=torch.bool), k, torch.Generator().manual_seed(0))
+        assert set(got.nonzero().flatten().tolist()) == want, (name, k)
+
+
+def test_init_and_final_ranks_count_only_live_weights():
+    """In iterative pruning dead weights (zero in w_f, any |w_i|) must not shift the ranks."""
+    wi = torch.tensor([5.0, 0.1, 0.9, 0.5, 0.3])
+    wf = torch.tensor([0.0, 0.2, 0.8, 0.6, 0.1])
+    alive = {"w": torch.tensor([False, True, True, True, True])}
+    s = scores("large_init_large_final", {"w": wi}, {"w": wf}, torch.Generator(), alive=alive)["w"]
+    # among live: ranks |wi| (1:0, 2:3, 3:2, 4:1), |wf| (1:1, 2:3, 3:2, 4:0) -> keep 2 then 3
+    assert s[2] > s[3] > max(s[1], s[4])
+
+
+def test_global_pruning_ignores_the_output_layer_unless_asked():
+    from lib.prune.imp import prune
+
+    model = lenet()
+    kinds = prunable_layers(model)
+    w = {n: p.detach() for n, p in model.named_parameters() if n in kinds}
+    out = next(n for n, k in kinds.items() if k == "output")
+    ones = Mask.ones(model)
+    g = torch.Generator().manual_seed(0)
+    m = prune(PruneConfig(scope="global", rate_fc=0.5), ones, kinds, w, w, g)
+    assert bool(m[out].all()) and sum(int(v.sum()) for n, v in m.items() if n != out) == round(
+        0.5 * sum(v.numel() for n, v in m.items() if n != out))
+    m = prune(PruneConfig(scope="global", rate_fc=0.5, global_output=True), ones, kinds, w, w, g)
+    assert not bool(m[out].all())
 
 
 def test_random_reinit_uses_fresh_values():

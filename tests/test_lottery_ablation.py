@@ -37,6 +37,20 @@ def test_smoke_covers_every_study(smoke):
 
 
 @pytest.mark.smoke
+def test_summary_pivots_the_same_numbers(smoke):
+    """summary.md (what the README includes) holds each study's mean test accuracy per level,
+    the same numbers as trials.csv."""
+    text, t = (smoke.out / "summary.md").read_text(), smoke.trials
+    for title in ("Mask criteria", "Mask-1 actions", "Mask-0 actions", "Supermasks", "Learned"):
+        assert f"**{title}" in text, title
+    lf = t[(t.study == "criteria") & (t.criterion == "large_final")].test_acc
+    row = next(ln for ln in text.splitlines() if ln.startswith("| large_final |"))
+    assert f"{100 * lf.mean():.2f} ± {100 * lf.std():.2f}" in row
+    left = t[t.study == "criteria"].weights_left.mean()
+    assert f"{left:.1%} left" in text
+
+
+@pytest.mark.smoke
 def test_reported_accuracy_is_the_selected_evaluation(smoke):
     """A trained row's test_acc is its curve's at the early-stop point (minimum validation loss;
     maximum validation accuracy for a learned supermask's thresholded mask)."""
@@ -129,3 +143,71 @@ def test_committed_default_hashes():
         trial = (Trial(setup, seed) if r.study == "dense" else
                  Trial(setup, seed, r.criterion, r.ablation, r.mask0, level, bool(r.trained)))
         assert config_hash(trial) == r.run, r
+
+
+# ---- claims on hand-made tables ---------------------------------------------------------------
+
+def ablation_table(acc: dict[tuple, float], levels=(7, 15), noise=0.001) -> pd.DataFrame:
+    """Trials of every study at `levels`, 3 seeds; accuracy `acc[(study, name)]` (default 0.85)."""
+    from lib.prune.ablations import MASK0, MASK1
+    from lib.prune.criteria import CRITERIA
+
+    rows = []
+    for seed, e in enumerate((-noise, 0.0, noise)):
+        for lv in levels:
+            base = dict(seed=seed, level=lv, weights_left=0.8 ** lv, mask_eval="")
+            arms = [("criteria", dict(criterion=c, ablation="rewind", mask0="zero")) for c in CRITERIA]
+            arms += [("mask1", dict(criterion="large_final", ablation=a, mask0="zero")) for a in MASK1]
+            arms += [("mask0", dict(criterion="large_final", ablation="rewind", mask0=m)) for m in MASK0]
+            for study, key in arms:
+                name = key["criterion"] if study == "criteria" else key["ablation"] if study == "mask1" else key["mask0"]
+                rows.append({**base, **key, "study": study, "trained": True,
+                             "test_acc": acc.get((study, name), 0.85) + e})
+            for c in CRITERIA:
+                for values in ("init", "signed_constant"):
+                    rows.append({**base, "study": "supermask", "trained": False, "criterion": c,
+                                 "ablation": values, "mask0": "zero",
+                                 "test_acc": acc.get(("supermask", c), 0.3) + e})
+        for w in ("init", "signed_constant"):
+            for mode in ("threshold", "sampled"):
+                rows.append(dict(seed=seed, level=0, weights_left=0.5, study="supermask", trained=True,
+                                 criterion="learned", ablation=w, mask0="zero", mask_eval=mode,
+                                 test_acc=acc.get(("learned", w), 0.8) + e))
+    return pd.DataFrame(rows)
+
+
+def ablation_verdicts(t: pd.DataFrame) -> dict[str, str]:
+    from experiments.claims import evaluate
+    from experiments.lottery_ablation.claims import CLAIMS
+
+    return dict(zip(*evaluate(CLAIMS, t)[["id", "verdict"]].T.values))
+
+
+PAPER = {("criteria", "large_final"): 0.88, ("criteria", "magnitude_increase"): 0.88,
+         ("criteria", "random"): 0.84, ("criteria", "small_final"): 0.83,
+         ("criteria", "small_init"): 0.83, ("criteria", "small_init_small_final"): 0.83,
+         ("mask1", "rewind"): 0.88, ("mask1", "signed_constant"): 0.88,
+         ("mask1", "signed_reinit"): 0.88, ("mask1", "signed_reshuffle"): 0.88,
+         ("mask1", "random_reinit"): 0.86, ("mask1", "random_reshuffle"): 0.86,
+         ("mask1", "random_signed_constant"): 0.86, ("mask0", "zero"): 0.88,
+         ("mask0", "freeze_init"): 0.86, ("mask0", "freeze_init_zero_mask"): 0.88,
+         ("supermask", "large_final_same_sign"): 0.7, ("supermask", "large_final"): 0.5}
+
+
+def test_ablation_claims_reproduced_on_a_table_shaped_like_the_paper():
+    assert set(ablation_verdicts(ablation_table(PAPER)).values()) == {"reproduced"}
+
+
+def test_ablation_claims_fail_where_the_table_contradicts_them():
+    worse = {**PAPER, ("criteria", "movement"): 0.90,  # a criterion above large_final
+             ("mask1", "signed_constant"): 0.84,  # signs alone no longer enough
+             ("mask0", "freeze_init"): 0.88,  # freezing at init costs nothing
+             ("supermask", "large_final_same_sign"): 0.09,  # at chance
+             ("learned", "init"): 0.4, ("learned", "signed_constant"): 0.4}
+    v = ablation_verdicts(ablation_table(worse))
+    assert v["best_criteria"] == "partly" and v["signs_suffice"] == "partly"
+    assert v["zeros_matter"] == "not reproduced" and v["supermasks_above_chance"] == "not reproduced"
+    assert v["same_sign_helps"] == "not reproduced" and v["learned_beats_pruned"] == "not reproduced"
+    assert v["random_signs_fail"] == "reproduced" and v["zero_mask_recovers"] == "reproduced"
+    no_supermasks = ablation_table(PAPER).query("study != 'supermask'")
+    assert ablation_verdicts(no_supermasks)["learned_beats_pruned"] == "not tested at this scale"

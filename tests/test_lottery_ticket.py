@@ -147,3 +147,51 @@ def test_packed_grid_equals_trials_run_alone(tmp_path_factory):
     assert (packed.pack_size > 1).all() and "pack_size" not in alone
     assert (packed.test_acc - alone.test_acc).abs().max() <= 0.003  # 3 of 1,000 test images
     assert (packed.weights_left == alone.weights_left).all()
+
+
+# ---- claims on hand-made tables ---------------------------------------------------------------
+
+def table(ticket: dict[int, float], reinit: dict[int, float], stop: dict[tuple[str, int], int],
+          noise: float = 0.001) -> pd.DataFrame:
+    """Three seeds per (level, variant): accuracy = the given mean ± noise, same early stop."""
+    left = {0: 1.0, 3: 0.5128, 7: 0.2107, 15: 0.0358}
+    rows = []
+    for seed, e in enumerate((-noise, 0.0, noise)):
+        for lv, acc in ticket.items():
+            rows.append(dict(seed=seed, level=lv, variant="ticket", test_acc=acc + e,
+                             early_stop_iter=stop[("ticket", lv)], weights_left=left[lv]))
+        for lv, acc in reinit.items():
+            rows.append(dict(seed=seed, level=lv, variant="reinit", test_acc=acc - e,
+                             early_stop_iter=stop[("reinit", lv)], weights_left=left[lv]))
+    return pd.DataFrame(rows)
+
+
+def verdicts(t: pd.DataFrame) -> dict[str, str]:
+    from experiments.claims import evaluate
+    from experiments.lottery_ticket.claims import CLAIMS
+
+    return dict(zip(*evaluate(CLAIMS, t)[["id", "verdict"]].T.values))
+
+
+def test_claims_of_the_paper_as_it_states_them():
+    stop = {("ticket", 0): 9000, ("ticket", 3): 4000, ("ticket", 7): 3000, ("ticket", 15): 6000,
+            ("reinit", 3): 7000, ("reinit", 7): 8000, ("reinit", 15): 11000}
+    paper = table({0: 0.880, 3: 0.885, 7: 0.890, 15: 0.880}, {3: 0.884, 7: 0.880, 15: 0.860}, stop)
+    assert verdicts(paper) == {"tickets_beat_dense": "reproduced", "tickets_learn_faster": "reproduced",
+                               "ticket_at_3.6_back_to_dense": "reproduced",
+                               "reinit_falls_behind": "reproduced", "reinit_learns_slower": "reproduced",
+                               "sparsity_schedule": "reproduced"}
+
+
+def test_claims_fail_or_partly_hold_when_the_table_says_so():
+    stop = {("ticket", 0): 9000, ("ticket", 3): 9500, ("ticket", 7): 3000, ("ticket", 15): 6000,
+            ("reinit", 3): 10000, ("reinit", 7): 2000, ("reinit", 15): 1000}
+    # the ticket at 51% is worse than dense, at 3.6% far above it; reinit equals the ticket at 21%
+    t = table({0: 0.880, 3: 0.870, 7: 0.890, 15: 0.900}, {3: 0.860, 7: 0.890, 15: 0.860}, stop)
+    v = verdicts(t)
+    assert v["tickets_beat_dense"] == "partly" and v["tickets_learn_faster"] == "partly"
+    assert v["ticket_at_3.6_back_to_dense"] == "partly"  # not below dense, but above it
+    assert v["reinit_falls_behind"] == "partly" and v["reinit_learns_slower"] == "partly"
+    t.loc[t.level == 7, "weights_left"] = 0.25  # a schedule that is not the paper's
+    assert verdicts(t)["sparsity_schedule"] == "partly"
+    assert verdicts(t[t.level < 15])["ticket_at_3.6_back_to_dense"] == "not tested at this scale"

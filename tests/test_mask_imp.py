@@ -154,8 +154,8 @@ def test_global_scope_ranks_across_layers():
     model = lenet()
     kinds = prunable_layers(model)
     w = {n: p.detach() for n, p in model.named_parameters() if n in kinds}
-    mask = prune(PruneConfig(scope="global", rate_fc=0.5), Mask.ones(model), kinds, w, w,
-                 torch.Generator())
+    mask = prune(PruneConfig(scope="global", rate_fc=0.5, global_output=True), Mask.ones(model),
+                 kinds, w, w, torch.Generator())
     total = sum(m.numel() for m in mask.values())
     assert mask.kept() == total - round(0.5 * total)
     kept = torch.cat([w[n][mask[n]].abs() for n in mask])

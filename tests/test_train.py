@@ -208,3 +208,25 @@ def test_bf16_autocast_reaches_fp32_accuracy():
     assert abs(accs["bf16"] - accs["fp32"]) <= 0.02, accs
     with pytest.raises(ValueError, match="precision: unknown 'fp8'"):
         TrainConfig(iterations=1, precision="fp8").validate()
+
+
+def test_patience_stops_a_converged_trial_and_a_resume_keeps_it_stopped(tmp_path):
+    """With patience P, training stops at the first evaluation that is P evaluations past the
+    selected one: that selection is then never the last evaluation; resuming from the final
+    checkpoint trains no further."""
+    data = tiny_splits(n_train=300, n_test=100, val=100)
+    cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=30, iterations=400, eval_every=10,
+                      patience=3)
+    torch.manual_seed(0)
+    model = models.build("lenet_300_100", data.input_shape, 10)
+    res = train(model, data, cfg, seed=0, checkpoint=tmp_path / "c.pt")
+    steps = [r["step"] for r in res.history]
+    best = res.early_stop["step"]
+    assert steps[-1] < 400 and steps[-1] == best + 3 * 10  # stopped 3 evaluations after the best
+    assert not res.summary()["selected_last"]
+    losses = [r["val_loss"] for r in res.history]
+    assert min(losses[-3:]) >= min(losses[:-3])  # the last 3 evaluations did not improve
+    again = train(model, data, cfg, seed=0, checkpoint=tmp_path / "c.pt")
+    assert [r["step"] for r in again.history] == steps  # resumed: already done, nothing added
+    with pytest.raises(ValueError, match="patience: must be >= 0"):
+        TrainConfig(iterations=1, patience=-1).validate()

@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from experiments.common import Context, Experiment, lazy, parse_ints, parse_list
+from experiments.packing import TrialSpec, train_all
 from experiments.lottery_ablation.config import (MODES, STUDIES, SUPERMASK_WEIGHTS,
                                                  AblationConfig, Trial, for_scale)
 from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_constant
@@ -27,6 +28,8 @@ from lib.prune.imp import prune_oneshot, prune_round
 from lib.prune.mask import Mask, prunable_layers
 from lib.prune.supermask import SampledAccuracy, SupermaskNet
 from lib.runs import Run, atomic_torch_save
+
+SUPERMASK_SAMPLES = 5  # sampled masks averaged per evaluation of a learned supermask
 
 
 def flags(p: argparse.ArgumentParser) -> None:
@@ -103,7 +106,8 @@ class SeedRun:
         if key not in self.masks:
             alive, w_final = self.source(criterion, ablation, mask0, level)
             g = self.gen("mask", *key)
-            s = scores(criterion, {n: self.init[n] for n in alive}, {n: w_final[n] for n in alive}, g)
+            s = scores(criterion, {n: self.init[n] for n in alive}, {n: w_final[n] for n in alive}, g,
+                       alive=alive)
             if self.setup.mode == "iterative":
                 self.masks[key] = prune_round(s, alive, self.rates, generator=g)
             else:
@@ -111,7 +115,9 @@ class SeedRun:
         return self.masks[key]
 
     # ------------------------------------------------------------------ trials
-    def train(self, criterion: str, ablation: str, mask0: str, level: int) -> dict:
+    def spec(self, criterion: str, ablation: str, mask0: str, level: int) -> TrialSpec:
+        """A retrained trial: the kept weights start from the mask-1 action, the pruned ones are
+        held at the mask-0 value (zero unless a fill is given)."""
         run = self.run(criterion=criterion, ablation=ablation, mask0=mask0, level=level)
         dense = level == 0
         mask = Mask.ones(self.fresh_model(self.seed)) if dense else self.mask(criterion, ablation, mask0, level)
@@ -130,12 +136,14 @@ class SeedRun:
             nonzero = sum(int((model.state_dict()[n] != 0).sum()) for n in mask) / mask.size()
             return {"weights_left": mask.density(), "nonzero_left": nonzero}
 
-        name = f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}"
-        res = self.ctx.train(run, stage="train" if dense else "prune", name=name, seed=self.seed,
-                             train_cfg=self.setup.train, build=build,
-                             hooks_for=lambda m: [mask.hook(m, fill)], after=after)
-        self.report(name, res)
-        return res
+        return TrialSpec(run, f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}", self.seed,
+                         build, stage="train" if dense else "prune", mask=mask, fill=fill,
+                         after=after)
+
+    def train(self, criterion: str, ablation: str, mask0: str, level: int) -> dict:
+        """One retrained trial alone (a chain's missing link); grids go through `level_specs`."""
+        spec = self.spec(criterion, ablation, mask0, level)
+        return train_all(self.ctx, [spec], self.setup.train)[0]
 
     def untrained(self, criterion: str, values: str, level: int) -> dict:
         """A criterion's mask on the untrained weights (`values`: init or signed_constant)."""
@@ -152,7 +160,6 @@ class SeedRun:
         density = mask.density()
         res = self.ctx.evaluate(run, name=name, build=build,
                                 extra={"weights_left": density, "nonzero_left": density})
-        self.report(name, res)
         return res
 
     def learned_supermask(self, weights: str) -> dict:
@@ -172,46 +179,50 @@ class SeedRun:
         name = f"s{self.seed}-learned-supermask-{weights}"
         res = self.ctx.train(run, stage="supermask", name=name, seed=self.seed,
                              train_cfg=self.setup.supermask_train, build=build,
-                             hooks_for=lambda m: [SampledAccuracy()], after=after)
-        self.report(name, res)
+                             hooks_for=lambda m: [SampledAccuracy(SUPERMASK_SAMPLES)], after=after)
         return res
 
-    def report(self, name: str, res: dict) -> None:
+    def report(self, key: dict, res: dict) -> None:
+        name = f"s{self.seed}-L{key['level']}-{key['criterion']}-{key['ablation']}-{key['mask0']}"
         print(f"{name:>48}: {res['weights_left']:7.2%} left, test acc {res['test_acc']:.4f}", flush=True)
 
+    # ------------------------------------------------------------------ studies
+    def retrained(self, level: int) -> list[tuple[str, tuple[str, str, str]]]:
+        """(study, (criterion, ablation, mask0)) of every retrained trial of `level`."""
+        cfg, out = self.cfg, []
+        if "criteria" in cfg.studies:
+            out += [("criteria", (c, "rewind", "zero")) for c in cfg.criteria]
+        if "mask1" in cfg.studies:
+            out += [("mask1", ("large_final", a, "zero")) for a in cfg.ablations]
+        if "mask0" in cfg.studies:
+            out += [("mask0", ("large_final", "rewind", m0)) for m0 in cfg.mask0s]
+        return out
+
     def add(self, study: str, res: dict, **key) -> None:
+        self.report(key, res)
         self.rows.append({"study": study, "seed": self.seed, **key, **res})
 
-    # ------------------------------------------------------------------ studies
-    def all(self) -> list[dict]:
-        cfg, levels = self.cfg, self.cfg.levels
-        dense = self.train("large_final", "rewind", "zero", 0)
-        self.add("dense", dense, criterion="none", ablation="none", mask0="none", level=0, trained=True)
-        for level in levels:
-            if "criteria" in cfg.studies:
-                for c in cfg.criteria:
-                    self.add("criteria", self.train(c, "rewind", "zero", level), criterion=c,
-                             ablation="rewind", mask0="zero", level=level, trained=True)
-            if "mask1" in cfg.studies:
-                for a in cfg.ablations:
-                    self.add("mask1", self.train("large_final", a, "zero", level), criterion="large_final",
-                             ablation=a, mask0="zero", level=level, trained=True)
-            if "mask0" in cfg.studies:
-                for m0 in cfg.mask0s:
-                    self.add("mask0", self.train("large_final", "rewind", m0, level), criterion="large_final",
-                             ablation="rewind", mask0=m0, level=level, trained=True)
-            if "supermask" in cfg.studies:
-                for c in cfg.criteria:
-                    for values in SUPERMASK_WEIGHTS:
-                        self.add("supermask", self.untrained(c, values, level), criterion=c,
-                                 ablation=values, mask0="zero", level=level, trained=False)
-        if "supermask" in cfg.studies:
-            for weights in SUPERMASK_WEIGHTS:
-                res = self.learned_supermask(weights)
-                key = dict(criterion="learned", ablation=weights, mask0="zero", level=0, trained=True)
-                self.add("supermask", {**res, "mask_eval": "threshold"}, **key)
-                self.add("supermask", {**res, "mask_eval": "sampled", "test_acc": res["test_acc_sampled"]}, **key)
-        return self.rows
+    def add_retrained(self, level: int, results: dict[tuple, dict]) -> None:
+        for study, (c, a, m0) in self.retrained(level):
+            self.add(study, results[(c, a, m0, level)], criterion=c, ablation=a, mask0=m0,
+                     level=level, trained=True)
+
+    def add_supermasks(self, level: int) -> None:
+        """Each criterion's mask on the untrained weights (evaluations, no training)."""
+        if "supermask" in self.cfg.studies:
+            for c in self.cfg.criteria:
+                for values in SUPERMASK_WEIGHTS:
+                    self.add("supermask", self.untrained(c, values, level), criterion=c,
+                             ablation=values, mask0="zero", level=level, trained=False)
+
+    def add_learned(self) -> None:
+        if "supermask" not in self.cfg.studies:
+            return
+        for weights in SUPERMASK_WEIGHTS:
+            res = self.learned_supermask(weights)
+            key = dict(criterion="learned", ablation=weights, mask0="zero", level=0, trained=True)
+            self.add("supermask", {**res, "mask_eval": "threshold"}, **key)
+            self.add("supermask", {**res, "mask_eval": "sampled", "test_acc": res["test_acc_sampled"]}, **key)
 
     def statistics(self) -> tuple[list[dict], list[dict]]:
         masks = {(c, lv): self.mask(c, "rewind", "zero", lv) for c in self.cfg.criteria for lv in self.cfg.levels}
@@ -221,13 +232,31 @@ class SeedRun:
 
 
 def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
-    """Every seed's trials, then its mask overlaps and sign flips: (rows, overlap, flips)."""
+    """Level by level, every seed's retrained trials of the level as packs; then each seed's
+    supermasks, mask overlaps and sign flips: (rows, overlap, flips)."""
+    cfg = ctx.cfg
+    seeds = [SeedRun(ctx, seed) for seed in range(cfg.seeds)]
+    dense = train_all(ctx, [s.spec("large_final", "rewind", "zero", 0) for s in seeds],
+                      cfg.setup.train, pack=ctx.pack)
+    for s, res in zip(seeds, dense):
+        s.add("dense", res, criterion="none", ablation="none", mask0="none", level=0, trained=True)
+    # iterative chains need every level up to the last one asked for; one-shot only those
+    last = max(cfg.levels)
+    levels = range(1, last + 1) if cfg.setup.mode == "iterative" else cfg.levels
+    for level in levels:
+        keys = {(s, (*k, level)) for s in seeds for _, k in s.retrained(level)}
+        keys = sorted(keys, key=lambda sk: (sk[0].seed, sk[1]))  # a shared trial runs once
+        results = train_all(ctx, [s.spec(*k) for s, k in keys], cfg.setup.train, pack=ctx.pack)
+        done = {(s.seed, k): r for (s, k), r in zip(keys, results)}
+        if level in cfg.levels:
+            for s in seeds:
+                s.add_retrained(level, {k: r for (seed, k), r in done.items() if seed == s.seed})
+                s.add_supermasks(level)
     rows, overlap, flips = [], [], []
-    for seed in range(ctx.cfg.seeds):
-        seed_run = SeedRun(ctx, seed)
-        rows += seed_run.all()
-        o, f = seed_run.statistics()
-        overlap, flips = overlap + o, flips + f
+    for s in seeds:
+        s.add_learned()
+        o, f = s.statistics()
+        rows, overlap, flips = rows + s.rows, overlap + o, flips + f
     return rows, overlap, flips
 
 
@@ -235,7 +264,7 @@ write_report = lazy("experiments.lottery_ablation.report", "write_report")  # im
 EXPERIMENT = Experiment(
     name="lottery_ablation", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
     model_help="lenet_300_100, conv2, conv4, conv6", flags=flags, configure=configure,
-    prune_flags=True, report=write_report, run=run_all)
+    prune_flags=True, packs=True, report=write_report, run=run_all)
 main = EXPERIMENT.main
 
 if __name__ == "__main__":

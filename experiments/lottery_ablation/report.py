@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from experiments.claims import write_claims
 from experiments.common import Context
+from experiments.lottery_ablation.claims import CLAIMS
 from experiments.provenance import footer_line
 from lib.prune.mask import Mask
 from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
@@ -70,8 +72,52 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[dict], list[dict
     unique = trials.drop_duplicates("run")  # a trial shared by several studies counts once
     produced_by = footer_line(ctx.provenance(unique.run))
     write_table(out, *parts, footer(unique, produced_by, note=f" ({len(trials)} table rows)"))
+    atomic_write_text(out / "summary.md", summary(trials, ctx.scale))
+    write_claims(CLAIMS, trials, out, f"Zhou et al. 2019, {s.model} on {s.dataset} ({ctx.scale})")
     _plots(trials, out)
     return out
+
+
+SECTIONS = [("Mask criteria (retrained, kept weights rewound to init)", "criteria", "criterion"),
+            ("Mask-1 actions (large_final mask, pruned weights zero)", "mask1", "ablation"),
+            ("Mask-0 actions (large_final mask, kept weights rewound)", "mask0", "mask0")]
+
+
+def _pivot(rows: pd.DataFrame, by: list[str]) -> str:
+    """Test accuracy (%, mean ± sd over seeds): one row per `by`, one column per weights left."""
+    rows = rows.assign(left=rows.groupby("level").weights_left.transform("mean"))
+    cells = rows.groupby([*by, "left"]).test_acc.agg(["mean", "std"]).reset_index()
+    cells["cell"] = [f"{100 * m:.2f} ± {100 * (0 if pd.isna(sd) else sd):.2f}"
+                     for m, sd in zip(cells["mean"], cells["std"])]
+    wide = cells.pivot(index=by, columns="left", values="cell")
+    order = rows.groupby(by).test_acc.mean().sort_values(ascending=False).index
+    wide = wide.loc[order].sort_index(axis=1, ascending=False)
+    wide.columns = [f"{c:.1%} left" for c in wide.columns]
+    return markdown(wide.reset_index())
+
+
+def summary(trials: pd.DataFrame, scale: str) -> str:
+    """The README's view of table.md: each study as a table of test accuracy by weights left,
+    rows sorted by their mean over levels (the same trials, nothing else computed)."""
+    dense = trials[trials.study == "dense"].test_acc
+    parts = [f"# Summary ({scale} scale)\n\nTest accuracy in %, mean ± sd over seeds, at the "
+             f"iteration of minimum validation loss. The dense network: "
+             f"{100 * dense.mean():.2f} ± {100 * dense.std():.2f}.\n"]
+    for title, study, by in SECTIONS:
+        part = trials[trials.study == study]
+        if len(part):
+            parts.append(f"\n**{title}**\n\n{_pivot(part, [by])}")
+    sup = trials[trials.study == "supermask"]
+    untrained = sup[~sup.trained.astype(bool)]
+    if len(untrained):
+        parts.append("\n**Supermasks: each criterion's mask on the untrained weights (their init "
+                     "values, or a signed constant), no training; chance is 10%**\n\n"
+                     + _pivot(untrained, ["criterion", "ablation"]))
+    learned = sup[sup.trained.astype(bool)]
+    if len(learned):
+        parts.append("\n**Learned supermasks (weights frozen; the mask thresholded at σ > 0.5, or "
+                     "sampled)**\n\n" + _pivot(learned, ["ablation", "mask_eval"]))
+    return "".join(parts)
 
 
 def _plots(trials: pd.DataFrame, out: Path) -> None:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.claims import write_claims
 from experiments.common import Context
+from experiments.lottery_ticket.claims import CLAIMS
 from experiments.lottery_ticket.config import Trial
 from experiments.provenance import footer_line
 from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
@@ -40,13 +42,14 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
                                   "val_acc": "val acc %"})
     s = cfg.setup
     header = (f"# Lottery ticket: {s.model} on {s.dataset} ({scale} scale)\n\n"
-              f"{recipe_text(s.train)} per trial, evaluated every {s.train.eval_every} steps; "
+              f"Each trial: {recipe_text(s.train)}; evaluated every {s.train.eval_every} steps; "
               f"prune {s.prune.rate_fc:.0%} fc / {s.prune.rate_conv:.0%} conv / "
               f"{s.prune.rate_output:.0%} output per level ({s.prune.scope}), rewind to iteration "
               f"{s.rewind_step}. Mean ± sd over seeds; test accuracy at the iteration of minimum "
               f"validation loss.\n\n")
     produced_by = footer_line(ctx.provenance(trials.run))
     write_table(out, header, markdown(table), footer(trials, produced_by))
+    write_claims(CLAIMS, trials, out, f"Frankle & Carbin 2019, {s.model} on {s.dataset} ({scale})")
 
     line_plot(trials, x="weights_left", y="test_acc", hue="variant", path=out / "test_acc.png",
               logx=True, invert_x=True, xlabel="fraction of weights remaining (log)",

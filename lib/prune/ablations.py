@@ -24,8 +24,11 @@ def _reshuffle(values: Tensor, keep: Tensor, g: torch.Generator) -> Tensor:
     return out
 
 
-def _random_sign(w: Tensor, g: torch.Generator) -> Tensor:
-    return torch.where(torch.rand(w.shape, generator=g).to(w.device) < 0.5, -1.0, 1.0).to(w)
+def _shuffled_signs(w: Tensor, g: torch.Generator) -> Tensor:
+    """The layer's init signs in a random order: as many positive weights as at init (the
+    authors' random_signed_constant), at random places."""
+    signs = w.sign().flatten()
+    return signs[torch.randperm(len(signs), generator=g).to(signs.device)].view_as(w)
 
 
 def signed_constant(w_init: Tensor) -> Tensor:
@@ -40,7 +43,7 @@ MASK1: dict[str, Mask1] = {
     "signed_reinit": lambda wi, fresh, keep, g: fresh.abs() * wi.sign(),
     "signed_reshuffle": lambda wi, fresh, keep, g: _reshuffle(wi, keep, g).abs() * wi.sign(),
     "signed_constant": lambda wi, fresh, keep, g: signed_constant(wi),
-    "random_signed_constant": lambda wi, fresh, keep, g: wi.std() * _random_sign(wi, g),
+    "random_signed_constant": lambda wi, fresh, keep, g: wi.std() * _shuffled_signs(wi, g),
 }
 
 # the value pruned weights are held at while the kept ones train; None = zero

@@ -1,10 +1,11 @@
 """Unstructured mask criteria: a score per weight from its initial and final values.
 
 Higher scores are kept. The names and formulas follow Zhou et al. 2019, "Deconstructing Lottery
-Tickets" (Figure 1); `large_final` is the lottery-ticket paper's magnitude pruning. In the two
-"init and final" criteria, alpha = std(w_f) / std(w_i) of the layer brings both magnitudes to
-one scale before comparing them (the paper scales w_i by a constant; this is our choice of it).
-`random` ignores the weights: keeping the top-k of its scores is a uniformly random mask.
+Tickets" (Figure 1) and the authors' code; `large_final` is the lottery-ticket paper's magnitude
+pruning. The two "init and final" criteria keep a weight when both |w_i| and |w_f| pass the same
+within-layer percentile (the authors search that percentile so the layer keeps its quota): that
+is ranking by min(percentile rank of |w_i|, percentile rank of |w_f|) among the layer's live
+weights. `random` ignores the weights: keeping the top-k of its scores is a uniformly random mask.
 """
 from __future__ import annotations
 
@@ -16,8 +17,19 @@ from torch import Tensor
 Criterion = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
 
-def _alpha(wi: Tensor, wf: Tensor) -> Tensor:
-    return wf.std() / wi.std().clamp_min(1e-12)
+def _rank(x: Tensor, alive: Tensor | None) -> Tensor:
+    """Rank of every entry of `x` in its layer (0 = smallest); dead entries rank below all."""
+    flat = x.flatten().double()
+    if alive is not None:
+        flat = torch.where(alive.flatten().to(flat.device), flat, torch.tensor(-float("inf")))
+    ranks = torch.empty_like(flat)
+    ranks[torch.argsort(flat, stable=True)] = torch.arange(len(flat), dtype=flat.dtype)
+    return ranks.view_as(x)
+
+
+def both_large(a: Tensor, b: Tensor, alive: Tensor | None = None) -> Tensor:
+    """min(rank a, rank b): the top-k of it are the weights large in both at one percentile."""
+    return torch.minimum(_rank(a, alive), _rank(b, alive)).float()
 
 
 def _random(wi: Tensor, wf: Tensor, g: torch.Generator) -> Tensor:
@@ -29,8 +41,9 @@ CRITERIA: dict[str, Criterion] = {
     "small_final": lambda wi, wf, g: -wf.abs(),
     "large_init": lambda wi, wf, g: wi.abs(),
     "small_init": lambda wi, wf, g: -wi.abs(),
-    "large_init_large_final": lambda wi, wf, g: torch.minimum(_alpha(wi, wf) * wi.abs(), wf.abs()),
-    "small_init_small_final": lambda wi, wf, g: -torch.maximum(_alpha(wi, wf) * wi.abs(), wf.abs()),
+    # with no mask, ranks among all weights; `scores` ranks among the live ones (`alive`)
+    "large_init_large_final": lambda wi, wf, g: both_large(wi.abs(), wf.abs()),
+    "small_init_small_final": lambda wi, wf, g: both_large(-wi.abs(), -wf.abs()),
     "magnitude_increase": lambda wi, wf, g: wf.abs() - wi.abs(),
     "movement": lambda wi, wf, g: (wf - wi).abs(),
     "random": _random,
@@ -46,8 +59,16 @@ def check_criterion(name: str, field: str = "criterion") -> None:
         raise ValueError(f"{field}: unknown '{name}', choose from {', '.join(CRITERIA)}")
 
 
+RANKED = {"large_init_large_final": 1.0, "small_init_small_final": -1.0}  # sign of |w| ranked
+
+
 def scores(name: str, w_init: dict[str, Tensor], w_final: dict[str, Tensor],
-           generator: torch.Generator) -> dict[str, Tensor]:
-    """Score every weight of every layer in `w_init` with criterion `name`."""
+           generator: torch.Generator, alive: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Score every weight of every layer in `w_init` with criterion `name`; `alive` (the current
+    mask) matters only to the rank-based criteria, whose ranks are among live weights."""
     check_criterion(name)
+    if name in RANKED:
+        sign = RANKED[name]
+        return {n: both_large(sign * w_init[n].float().abs(), sign * w_final[n].float().abs(),
+                              alive[n] if alive else None) for n in w_init}
     return {n: CRITERIA[name](w_init[n].float(), w_final[n].float(), generator) for n in w_init}

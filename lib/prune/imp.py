@@ -8,7 +8,7 @@ Ties are broken at random with the trial's generator, so a mask is a function of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ class PruneConfig:
     rate_fc: float = 0.2
     rate_conv: float = 0.15
     rate_output: float = 0.1
+    # global ranking: prune the output layer too? open_lth's LeNet and VGG defaults ignore it
+    # (`pruning_layers_to_ignore='fc.weight'`), and so do we
+    global_output: bool = False
 
     def validate(self) -> "PruneConfig":
         check_criterion(self.criterion)
@@ -81,9 +84,15 @@ def prune_round(score: dict[str, Tensor], mask: Mask, rates: dict[str, float], *
 def prune(cfg: PruneConfig, mask: Mask, kinds: dict[str, str], w_init: dict[str, Tensor],
           w_final: dict[str, Tensor], generator: torch.Generator) -> Mask:
     """Score with `cfg.criterion` and prune one round at the per-kind rates."""
-    s = scores(cfg.criterion, {n: w_init[n] for n in mask}, {n: w_final[n] for n in mask}, generator)
-    # a global ranking has a single rate: rate_fc applies to every layer
-    rates = cfg.rates(kinds) if cfg.scope == "layerwise" else {n: cfg.rate_fc for n in kinds}
+    if cfg.scope == "global" and not cfg.global_output:  # open_lth: the classifier is ignored
+        kept = Mask({n: m for n, m in mask.items() if kinds[n] != "output"})
+        pruned = prune(replace(cfg, global_output=True), kept, kinds, w_init, w_final,
+                       generator) if kept else kept
+        return Mask({n: pruned.get(n, m) for n, m in mask.items()})
+    s = scores(cfg.criterion, {n: w_init[n] for n in mask}, {n: w_final[n] for n in mask},
+               generator, alive=mask)
+    # a global ranking has a single rate: rate_fc applies to every layer it ranks
+    rates = cfg.rates(kinds) if cfg.scope == "layerwise" else {n: cfg.rate_fc for n in mask}
     return prune_round(s, mask, rates, scope=cfg.scope, generator=generator)
 
 

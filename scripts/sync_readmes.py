@@ -8,7 +8,7 @@ In any README.md, a block
     ...
     <!-- /include -->
 
-is replaced by that file (its first heading dropped); for a `run.json` it is the sentence that
+is replaced by that file (its first heading dropped, the others two levels deeper); for a `run.json` it is the sentence that
 names the command, wall time and machine of the invocations that produced the results. `--check`
 changes nothing and exits 1 when a README is out of date (the test suite runs it).
 """
@@ -34,8 +34,8 @@ def render(path: str) -> str:
         return footer_line(read(file.parent)) + "\n"
     if not file.exists():
         return f"(`{path}` is not there yet: run the experiment to make it.)\n"
-    text = file.read_text()
-    return re.sub(r"\A# [^\n]*\n+", "", text)  # the README has its own heading
+    text = re.sub(r"\A# [^\n]*\n+", "", file.read_text())  # the README has its own heading
+    return re.sub(r"^(#+) ", r"\1## ", text, flags=re.M)  # its sections nest under the README's
 
 
 def sync(text: str) -> str:

@@ -24,3 +24,10 @@ def test_an_include_expands_to_the_file_and_run_json_to_its_sentence(tmp_path, m
     assert "| a |\n<!-- /include -->" in out and "old" not in out and "# Claims" not in out
     assert "not recorded (no run.json" in out and out.startswith("before\n") and out.endswith("after\n")
     assert sync_readmes.sync(out) == out
+
+
+def test_an_included_files_sections_nest_under_the_readmes(tmp_path, monkeypatch):
+    (tmp_path / "b.md").write_text("# Title\n\n## Part\n\ntext # not a heading\n### Sub\n")
+    monkeypatch.setattr(sync_readmes, "ROOT", tmp_path)
+    out = sync_readmes.render("b.md")
+    assert out == "#### Part\n\ntext # not a heading\n##### Sub\n"

@@ -84,7 +84,10 @@ def guarded() -> Iterator[None]:
     """Run an experiment's body: interrupts and disk errors become one line and an exit code."""
     LEDGER.reset()
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main only
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
+    # SIGINT raises KeyboardInterrupt even when this process started with it ignored (a job
+    # started with & from a script inherits SIG_IGN): Ctrl-C and `kill -INT` stop it cleanly
+    previous = ((signal.signal(signal.SIGTERM, _raise_interrupted),
+                 signal.signal(signal.SIGINT, signal.default_int_handler)) if main_thread else None)
     try:
         yield
     except KeyboardInterrupt as e:
@@ -97,7 +100,8 @@ def guarded() -> Iterator[None]:
         fail(disk_message(e))
     finally:
         if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 def until_whole(step: Callable[[], T]) -> T:

@@ -104,6 +104,8 @@ def _child(module: str, argv: list[str], base: str, log: str, fault: dict, wandb
         import torch
 
         torch.set_num_threads(_THREADS[0])
+    # as a job started with & from a script (SIGINT inherited as ignored), or as a terminal's
+    signal.signal(signal.SIGINT, signal.SIG_IGN if fault.get("sigint_ignored") else signal.default_int_handler)
     if "site" in fault:
         _arm_write_fault(fault["site"], fault.get("nth", 1), fault.get("action", "mid"))
     if "after_s" in fault:

@@ -18,11 +18,14 @@ from wandb_records import offline_runs
 pytestmark = pytest.mark.smoke
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_during_a_trial(sig, baseline, tmp_path):
-    # the level-1 pack, right after its first checkpoint: the dense trial is done
+@pytest.mark.parametrize("sig,ignored", [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["SIGINT", "SIGINT-started-ignored", "SIGTERM"])
+def test_interrupt_during_a_trial(sig, ignored, baseline, tmp_path):
+    # the level-1 pack, right after its first checkpoint: the dense trial is done. A command
+    # started with SIGINT ignored (& from a script, as CI may) still stops on it
     action = "sigint" if sig == signal.SIGINT else "sigterm"
-    res = faultkit.run(tmp_path, fault={"site": "checkpoint.pt", "nth": 5, "action": action})
+    res = faultkit.run(tmp_path, fault={"site": "checkpoint.pt", "nth": 5, "action": action,
+                                        "sigint_ignored": ignored})
     assert res.code == 128 + sig and "Traceback" not in res.output, res.output
     assert len(res.stderr_lines) == 1, res.output
     line = res.stderr_lines[0]

@@ -87,6 +87,16 @@ def per_seed(trials: pd.DataFrame, metric: str = "test_acc", **where) -> pd.Seri
     return rows.groupby("seed")[metric].mean().astype(float)
 
 
+def levels(trials: pd.DataFrame, lo: int = 1, hi: int | None = None) -> list[int]:
+    """The pruning levels of `trials` from `lo` to `hi` (inclusive; no upper bound when None)."""
+    return sorted(int(lv) for lv in trials.level.unique() if lo <= lv and (hi is None or lv <= hi))
+
+
+def left(trials: pd.DataFrame, level: int) -> str:
+    """The mean fraction of weights left at `level`, for labels: '21.1%'."""
+    return f"{trials[trials.level == level].weights_left.mean():.1%}"
+
+
 def compare(label: str, a, b, kind: str = "better", tolerance: float | None = None,
             scale: float = 100.0) -> Comparison:
     """Compare arm `a` with arm `b`: Series indexed by "seed" (`per_seed`; paired when both

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.claims import Claim, Comparison, better, judge, no_worse, per_seed, untested
+from experiments.claims import (Claim, Comparison, better, judge, left, levels, no_worse,
+                               per_seed, untested)
 
 SMALL = ("small_final", "small_init", "small_init_small_final")
-
-
-def _levels(t: pd.DataFrame) -> list[int]:
-    return sorted(lv for lv in t.level.unique() if lv > 0)
-
-
-def _left(t: pd.DataFrame, level: int) -> str:
-    return f"{t[t.level == level].weights_left.mean():.1%}"
 
 
 def _arm(t: pd.DataFrame, study: str, level: int, **key) -> pd.Series:
@@ -39,41 +32,41 @@ def _mask0(t, level, m0):
 
 def best_criteria(t: pd.DataFrame) -> list[Comparison]:
     parts = []
-    for lv in _levels(t):
+    for lv in levels(t):
         lf = _criterion(t, lv, "large_final")
         for c in ("random", *SMALL):
-            parts.append(better(f"{_left(t, lv)}: large_final vs {c}", lf, _criterion(t, lv, c)))
-        parts.append(better(f"{_left(t, lv)}: magnitude_increase vs random",
+            parts.append(better(f"{left(t, lv)}: large_final vs {c}", lf, _criterion(t, lv, c)))
+        parts.append(better(f"{left(t, lv)}: magnitude_increase vs random",
                             _criterion(t, lv, "magnitude_increase"), _criterion(t, lv, "random")))
         for c in sorted(set(t[t.study == "criteria"].criterion) - {"large_final", "magnitude_increase"}):
-            parts.append(no_worse(f"{_left(t, lv)}: large_final not below {c}", lf,
+            parts.append(no_worse(f"{left(t, lv)}: large_final not below {c}", lf,
                                   _criterion(t, lv, c)))
     return parts
 
 
 def signs_suffice(t: pd.DataFrame) -> list[Comparison]:
-    return [no_worse(f"{_left(t, lv)}: {a} vs rewind", _mask1(t, lv, a), _mask1(t, lv, "rewind"))
-            for lv in _levels(t) for a in ("signed_constant", "signed_reinit", "signed_reshuffle")]
+    return [no_worse(f"{left(t, lv)}: {a} vs rewind", _mask1(t, lv, a), _mask1(t, lv, "rewind"))
+            for lv in levels(t) for a in ("signed_constant", "signed_reinit", "signed_reshuffle")]
 
 
 def random_signs_fail(t: pd.DataFrame) -> list[Comparison]:
     parts = []
-    for lv in _levels(t):
+    for lv in levels(t):
         rewind = _mask1(t, lv, "rewind")
         for a in ("random_reinit", "random_reshuffle", "random_signed_constant"):
-            parts.append(better(f"{_left(t, lv)}: rewind vs {a}", rewind, _mask1(t, lv, a)))
+            parts.append(better(f"{left(t, lv)}: rewind vs {a}", rewind, _mask1(t, lv, a)))
     return parts
 
 
 def zeros_matter(t: pd.DataFrame) -> list[Comparison]:
-    return [better(f"{_left(t, lv)}: zero vs freeze_init", _mask0(t, lv, "zero"),
-                   _mask0(t, lv, "freeze_init")) for lv in _levels(t)]
+    return [better(f"{left(t, lv)}: zero vs freeze_init", _mask0(t, lv, "zero"),
+                   _mask0(t, lv, "freeze_init")) for lv in levels(t)]
 
 
 def zero_mask_recovers(t: pd.DataFrame) -> list[Comparison]:
-    return [no_worse(f"{_left(t, lv)}: freeze_init_zero_mask vs zero",
+    return [no_worse(f"{left(t, lv)}: freeze_init_zero_mask vs zero",
                      _mask0(t, lv, "freeze_init_zero_mask"), _mask0(t, lv, "zero"))
-            for lv in _levels(t)]
+            for lv in levels(t)]
 
 
 def _untrained(t, level, criterion, values="init"):
@@ -86,18 +79,18 @@ def supermasks_above_chance(t: pd.DataFrame):
     if sup.empty:
         return untested("needs the supermask study")
     parts = []
-    for lv in _levels(sup):
+    for lv in levels(sup):
         for values in ("init", "signed_constant"):
             arm = _untrained(t, lv, "large_final_same_sign", values)
-            parts.append(better(f"{_left(t, lv)}: large_final_same_sign ({values}) vs chance 10%",
+            parts.append(better(f"{left(t, lv)}: large_final_same_sign ({values}) vs chance 10%",
                                 arm, [0.10]))
     return judge(parts)
 
 
 def same_sign_helps(t: pd.DataFrame):
-    return judge([better(f"{_left(t, lv)}: untrained large_final_same_sign vs large_final",
+    return judge([better(f"{left(t, lv)}: untrained large_final_same_sign vs large_final",
                          _untrained(t, lv, "large_final_same_sign"),
-                         _untrained(t, lv, "large_final")) for lv in _levels(t)])
+                         _untrained(t, lv, "large_final")) for lv in levels(t)])
 
 
 def learned_beats_pruned(t: pd.DataFrame):
@@ -109,7 +102,7 @@ def learned_beats_pruned(t: pd.DataFrame):
     means = sup.groupby(["level", "criterion", "ablation"]).test_acc.mean()
     lv, c, values = means.idxmax()
     parts = [better(f"learned ({w}, sampled masks) vs the best pruned supermask ({c}, {values}, "
-                    f"{_left(t, lv)})", per_seed(learned, ablation=w), _untrained(t, lv, c, values))
+                    f"{left(t, lv)})", per_seed(learned, ablation=w), _untrained(t, lv, c, values))
              for w in sorted(learned.ablation.unique())]
     return judge(parts)
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.claims import Claim, Comparison, better, judge, no_worse, per_seed, untested
+from experiments.claims import (Claim, Comparison, better, judge, left, levels, no_worse,
+                               per_seed, untested)
 
 PAPER_LEFT = {3: 51.3, 7: 21.1, 15: 3.6}  # % of weights left after n rounds (Section 2)
-
-
-def _levels(trials: pd.DataFrame, lo: int, hi: int) -> list[int]:
-    return sorted(lv for lv in trials.level.unique() if lo <= lv <= hi)
 
 
 def _arm(trials: pd.DataFrame, level: int, variant: str, metric: str = "test_acc") -> pd.Series:
@@ -23,20 +20,20 @@ def _arm(trials: pd.DataFrame, level: int, variant: str, metric: str = "test_acc
 
 
 def _left(trials: pd.DataFrame, level: int) -> str:
-    return f"{trials[trials.level == level].weights_left.mean():.1%} left"
+    return f"{left(trials, level)} left"
 
 
 def tickets_beat_dense(trials: pd.DataFrame) -> list[Comparison]:
     dense = _arm(trials, 0, "ticket")
     return [better(f"ticket {_left(trials, lv)} vs dense", _arm(trials, lv, "ticket"), dense)
-            for lv in _levels(trials, 3, 7)]
+            for lv in levels(trials, 3, 7)]
 
 
 def tickets_learn_faster(trials: pd.DataFrame) -> list[Comparison]:
     dense = _arm(trials, 0, "ticket", "early_stop_iter")  # earlier is better: dense − ticket > 0
     return [better(f"early stop, dense vs ticket {_left(trials, lv)} (iterations)", dense,
                    _arm(trials, lv, "ticket", "early_stop_iter"), scale=1.0)
-            for lv in _levels(trials, 3, 7)]
+            for lv in levels(trials, 3, 7)]
 
 
 def ticket_back_to_dense(trials: pd.DataFrame):
@@ -50,14 +47,14 @@ def ticket_back_to_dense(trials: pd.DataFrame):
 def reinit_falls_behind(trials: pd.DataFrame) -> list[Comparison]:
     return [better(f"ticket vs reinit {_left(trials, lv)}", _arm(trials, lv, "ticket"),
                    _arm(trials, lv, "reinit"))
-            for lv in _levels(trials, 7, 99)]
+            for lv in levels(trials, 7)]
 
 
 def reinit_learns_slower(trials: pd.DataFrame) -> list[Comparison]:
     return [better(f"early stop, reinit vs ticket {_left(trials, lv)} (iterations)",
                    _arm(trials, lv, "reinit", "early_stop_iter"),
                    _arm(trials, lv, "ticket", "early_stop_iter"), scale=1.0)
-            for lv in _levels(trials, 3, 99)]
+            for lv in levels(trials, 3)]
 
 
 def sparsity_schedule(trials: pd.DataFrame):

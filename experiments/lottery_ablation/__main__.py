@@ -136,7 +136,7 @@ class SeedRun:
             nonzero = sum(int((model.state_dict()[n] != 0).sum()) for n in mask) / mask.size()
             return {"weights_left": mask.density(), "nonzero_left": nonzero}
 
-        return TrialSpec(run, f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}", self.seed,
+        return TrialSpec(run, self.name(criterion, ablation, mask0, level), self.seed,
                          build, stage="train" if dense else "prune", mask=mask, fill=fill,
                          after=after)
 
@@ -182,8 +182,12 @@ class SeedRun:
                              hooks_for=lambda m: [SampledAccuracy(SUPERMASK_SAMPLES)], after=after)
         return res
 
+    def name(self, criterion: str, ablation: str, mask0: str, level: int) -> str:
+        """A trial's name in progress lines and logs: s<seed>-L<level>-<criterion>-<1>-<0>."""
+        return f"s{self.seed}-L{level}-{criterion}-{ablation}-{mask0}"
+
     def report(self, key: dict, res: dict) -> None:
-        name = f"s{self.seed}-L{key['level']}-{key['criterion']}-{key['ablation']}-{key['mask0']}"
+        name = self.name(key["criterion"], key["ablation"], key["mask0"], key["level"])
         print(f"{name:>48}: {res['weights_left']:7.2%} left, test acc {res['test_acc']:.4f}", flush=True)
 
     # ------------------------------------------------------------------ studies

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-Criterion = Callable[[Tensor, Tensor, torch.Generator], Tensor]
+Criterion = Callable[[Tensor, Tensor, torch.Generator, Tensor | None], Tensor]  # (w_i, w_f, g, alive)
 
 
 def _rank(x: Tensor, alive: Tensor | None) -> Tensor:
@@ -32,24 +32,24 @@ def both_large(a: Tensor, b: Tensor, alive: Tensor | None = None) -> Tensor:
     return torch.minimum(_rank(a, alive), _rank(b, alive)).float()
 
 
-def _random(wi: Tensor, wf: Tensor, g: torch.Generator) -> Tensor:
+def _random(wi: Tensor, wf: Tensor, g: torch.Generator, alive: Tensor | None = None) -> Tensor:
     return torch.rand(wi.shape, generator=g).to(wi.device)
 
 
 CRITERIA: dict[str, Criterion] = {
-    "large_final": lambda wi, wf, g: wf.abs(),
-    "small_final": lambda wi, wf, g: -wf.abs(),
-    "large_init": lambda wi, wf, g: wi.abs(),
-    "small_init": lambda wi, wf, g: -wi.abs(),
-    # with no mask, ranks among all weights; `scores` ranks among the live ones (`alive`)
-    "large_init_large_final": lambda wi, wf, g: both_large(wi.abs(), wf.abs()),
-    "small_init_small_final": lambda wi, wf, g: both_large(-wi.abs(), -wf.abs()),
-    "magnitude_increase": lambda wi, wf, g: wf.abs() - wi.abs(),
-    "movement": lambda wi, wf, g: (wf - wi).abs(),
+    "large_final": lambda wi, wf, g, alive=None: wf.abs(),
+    "small_final": lambda wi, wf, g, alive=None: -wf.abs(),
+    "large_init": lambda wi, wf, g, alive=None: wi.abs(),
+    "small_init": lambda wi, wf, g, alive=None: -wi.abs(),
+    # ranks among the live weights (`alive`, the current mask; all of them when None)
+    "large_init_large_final": lambda wi, wf, g, alive=None: both_large(wi.abs(), wf.abs(), alive),
+    "small_init_small_final": lambda wi, wf, g, alive=None: both_large(-wi.abs(), -wf.abs(), alive),
+    "magnitude_increase": lambda wi, wf, g, alive=None: wf.abs() - wi.abs(),
+    "movement": lambda wi, wf, g, alive=None: (wf - wi).abs(),
     "random": _random,
     # keep large final weights, but only those whose sign did (not) change during training
-    "large_final_same_sign": lambda wi, wf, g: (wi.sign() * wf).clamp_min(0),
-    "large_final_diff_sign": lambda wi, wf, g: (-wi.sign() * wf).clamp_min(0),
+    "large_final_same_sign": lambda wi, wf, g, alive=None: (wi.sign() * wf).clamp_min(0),
+    "large_final_diff_sign": lambda wi, wf, g, alive=None: (-wi.sign() * wf).clamp_min(0),
 }
 
 
@@ -59,16 +59,10 @@ def check_criterion(name: str, field: str = "criterion") -> None:
         raise ValueError(f"{field}: unknown '{name}', choose from {', '.join(CRITERIA)}")
 
 
-RANKED = {"large_init_large_final": 1.0, "small_init_small_final": -1.0}  # sign of |w| ranked
-
-
 def scores(name: str, w_init: dict[str, Tensor], w_final: dict[str, Tensor],
            generator: torch.Generator, alive: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Score every weight of every layer in `w_init` with criterion `name`; `alive` (the current
     mask) matters only to the rank-based criteria, whose ranks are among live weights."""
     check_criterion(name)
-    if name in RANKED:
-        sign = RANKED[name]
-        return {n: both_large(sign * w_init[n].float().abs(), sign * w_final[n].float().abs(),
+    return {n: CRITERIA[name](w_init[n].float(), w_final[n].float(), generator,
                               alive[n] if alive else None) for n in w_init}
-    return {n: CRITERIA[name](w_init[n].float(), w_final[n].float(), generator) for n in w_init}

@@ -76,6 +76,13 @@ def base_parser(prog: str, description: str, model_help: str) -> argparse.Argume
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    g = p.add_argument_group("data size overrides (cut a run down, e.g. a paper preset on a CPU)")
+    g.add_argument("--train-limit", type=int, default=None,
+                   help="train on a seeded subset of this many images (0: all)")
+    g.add_argument("--test-limit", type=int, default=None,
+                   help="test on a seeded subset of this many images (0: all)")
+    g.add_argument("--val-size", type=int, default=None,
+                   help="validation images carved out of the training set")
     return p
 
 
@@ -138,6 +145,9 @@ def preset(a: argparse.Namespace, for_scale: Callable):
     if a.dataset:
         datasets.check_dataset_name(a.dataset)
         setup = replace(setup, dataset=a.dataset)
+    sizes = {k: getattr(a, k) for k in ("train_limit", "test_limit", "val_size")
+             if getattr(a, k, None) is not None}
+    setup = replace(setup, **sizes)
     cfg = replace(cfg, setup=setup)
     if a.seeds is not None:
         cfg = replace(cfg, seeds=a.seeds)

@@ -73,6 +73,10 @@ BAD_INPUT = {
         (("--epochs", "1e400"), "epochs: must be finite, got inf"),
         (("--dataset", "synthetic", "--scale", "default"),
          "val_size: must be in [0, 3000) (synthetic has 3000 training images), got 5000"),
+        (("--val-size", "-1"), "val_size: must be in [0, 60000)"),
+        (("--train-limit", "-5"), "train_limit/test_limit: must be >= 0, got (-5, 1000)"),
+        (("--train-limit", "100", "--batch-size", "128"),
+         "batch_size: must be <= 100, the training images, got 128"),
         # launchers (issue #15): nothing submitted or written
         (("--launcher", "local", "--jobs", "0"), "jobs: must be >= 1, got 0"),
         (("--launcher", "cloud"), "launcher: unknown 'cloud', choose from inline, local, slurm"),

@@ -4,13 +4,15 @@ SCALE ?= default
 PY := .venv/bin/python
 STAMP := .venv/.requirements-installed
 
-.PHONY: help setup data test test-fast lottery lottery-ablation slimming rethinking filter-pruning kd \
+.PHONY: help setup data test test-paper gpu-check test-fast lottery lottery-ablation slimming rethinking filter-pruning kd \
         feature-kd rkd quantization pipeline all-results claims readmes notebooks benchmark sync clean-smoke
 
 help:
 	@echo "make setup                 venv + pinned requirements + Fashion-MNIST (idempotent)"
 	@echo "make test                  unit tests + smoke runs of every experiment + notebooks (< 10 min)"
 	@echo "make test-fast             the unit tier only (< 1 min)"
+	@echo "make test-paper            every paper preset end to end on synthetic data, and the GPU slice on the CPU"
+	@echo "make gpu-check             the GPU slice: one short run per family on one GPU -> results/gpu_check/"
 	@echo "make lottery-ablation      Deconstructing Lottery Tickets (the flagship)   [SCALE=smoke|default|paper]"
 	@echo "make lottery               Lottery Ticket Hypothesis: IMP, ticket vs reinit [SCALE=...]"
 	@echo "make slimming              Network Slimming: BN-gamma sparsity, global pruning, fine-tuning"
@@ -40,10 +42,16 @@ data:
 	@bash scripts/get_data.sh
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not paper"
+
+test-paper: setup
+	$(PY) -m pytest -q tests -m paper
+
+gpu-check: setup
+	scripts/gpu_check.sh
 
 test-fast: setup
-	$(PY) -m pytest -q tests -m "not smoke and not slow"
+	$(PY) -m pytest -q tests -m "not smoke and not slow and not paper"
 
 lottery: setup
 	$(PY) -m experiments.lottery_ticket --scale $(SCALE)

@@ -201,15 +201,21 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmark"))
+    p.add_argument("--devices", default="cpu,cuda",
+                   help="comma-separated, from cpu, cuda (cuda only where present; default both)")
     a = p.parse_args(argv)
+    wanted = [d.strip() for d in a.devices.split(",") if d.strip()]
+    if not wanted or any(d not in ("cpu", "cuda") for d in wanted):
+        p.error(f"--devices: choose from cpu, cuda, got '{a.devices}'")
     rounds, start = 1 if a.quick else 3, time.perf_counter()
-    devices = {"cpu": sections("cpu", a.quick, rounds)}
-    if torch.cuda.is_available():
-        devices["cuda"] = sections("cuda", a.quick, rounds)
+    devices = {d: sections(d, a.quick, rounds) for d in wanted
+               if d == "cpu" or torch.cuda.is_available()}
     imp = interleaved({"bare script (scripts/bare_imp.py)": lambda: imp_job(True, a.quick),
                        "lab (python -m experiments.lottery_ticket)": lambda: imp_job(False, a.quick)},
                       rounds)
-    result = dict(machine=machine(), command="python scripts/benchmark.py" + " --quick" * a.quick,
+    command = "python scripts/benchmark.py" + " --quick" * a.quick + f" --devices {a.devices}" * (
+        a.devices != "cpu,cuda")
+    result = dict(machine=machine(), command=command,
                   date=time.strftime("%Y-%m-%d %H:%M"), rounds=rounds, devices=devices, imp=imp,
                   wall_s=time.perf_counter() - start)
     out = Path(a.out) / slug(machine().split(";")[0])  # the CPU, its cores and the GPU

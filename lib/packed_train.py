@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lib.data import BatchIterator, Splits
 from lib.pack import PackedNet
-from lib.runs import atomic_torch_save, read_checkpoint
+from lib.runs import atomic_torch_save, checkpoint_every_s, read_checkpoint
 from lib.train import (TrainConfig, TrainResult, first_non_finite, make_optimizer, prepare_device,
                        replay, show_progress)
 
@@ -193,6 +193,7 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     bar = tqdm(total=total, initial=step, desc=desc, disable=not show_progress(), leave=False)
     net.train()
     started, start_step = time.perf_counter(), step
+    every_s, saved_at = checkpoint_every_s(), 0.0  # a checkpoint at the end, and every every_s
     running, seen = torch.zeros(k, device=data.train_x.device), 0
     losses: list[Tensor] = []  # this evaluation interval's (K,) batch losses, read at its end
     last_eval = [net.state(i) for i in range(k)]  # each trial's state to go back to if it diverged
@@ -233,15 +234,18 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
             running.zero_()
             seen = 0
             elapsed = time.perf_counter() - started
-            for i, c in enumerate(checkpoints or ()):
+            live = [i for i in range(k) if i not in frozen.trials]
+            hand_back = bool(cfg.patience) and any(results[i].patience_spent(cfg.patience) for i in live)
+            due = step == total or hand_back or elapsed - saved_at >= every_s
+            saved_at = elapsed if due else saved_at
+            for i, c in enumerate(checkpoints or () if due else ()):
                 if i in frozen.trials:  # its last checkpoint stays the one before it diverged
                     continue
                 r = results[i]
                 atomic_torch_save({"model": net.state(i), "optimizer": _trial_optimizer_state(opt, params, i),
                                    "hooks": [{}], "step": step, "history": r.history,
                                    "wall_s": r.wall_s + elapsed / k, "best_state": r.best_state}, c)
-            live = [i for i in range(k) if i not in frozen.trials]
-            if cfg.patience and any(results[i].patience_spent(cfg.patience) for i in live):
+            if hand_back:
                 # some trials converged: hand every trial back; the caller finishes the converged
                 # ones and repacks the rest from the checkpoints just written, so a finished trial
                 # costs no more steps

@@ -106,6 +106,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
+def checkpoint_every_s() -> float:
+    """Seconds between a training loop's checkpoints ($LAB_CHECKPOINT_EVERY_S, default 60; 0:
+    at every evaluation). A loop also checkpoints at its last step and wherever it hands a trial
+    back. A resumed run equals an uninterrupted one from any checkpoint, so the interval only
+    bounds the work a kill loses; on a GPU a checkpoint at every evaluation (the paper lottery
+    protocol evaluates every 100 steps) costs more than the training."""
+    value = os.environ.get("LAB_CHECKPOINT_EVERY_S", "60")
+    try:
+        every = float(value)
+    except ValueError:
+        raise ValueError(f"LAB_CHECKPOINT_EVERY_S: expected seconds, got '{value}'") from None
+    if not every >= 0:
+        raise ValueError(f"LAB_CHECKPOINT_EVERY_S: must be >= 0, got {value}")
+    return every
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save, atomically. Serialised in memory first: a full disk then surfaces as an
     OSError from the write (torch's own writer reports it as an opaque RuntimeError)."""

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib.data import BatchIterator, Splits
-from lib.runs import atomic_torch_save, read_checkpoint
+from lib.runs import atomic_torch_save, checkpoint_every_s, read_checkpoint
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -348,6 +348,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     bar = tqdm(total=total, initial=step, desc=desc, disable=not show_progress(), leave=False)
     model.train()
     started, start_step = time.perf_counter(), step
+    every_s, saved_at = checkpoint_every_s(), 0.0  # a checkpoint at the end, and every every_s
     running, seen = torch.zeros((), device=device), 0
     losses: list[Tensor] = []  # this evaluation interval's batch losses, read at its end
     last_eval = snapshot(model)  # the state to go back to if the interval diverged
@@ -393,7 +394,8 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
             seen = 0
             last_eval = snapshot(model)
             elapsed = time.perf_counter() - started
-            if checkpoint is not None:
+            if checkpoint is not None and (step >= total or elapsed - saved_at >= every_s):
+                saved_at = elapsed
                 atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                    "hooks": [h.state_dict() for h in hooks], "step": step,
                                    "history": result.history, "wall_s": result.wall_s + elapsed,

@@ -15,7 +15,9 @@ sys.path.insert(0, str(ROOT))
 def isolated_outputs(tmp_path_factory):
     base = tmp_path_factory.mktemp("lab")
     env = {"LAB_RUNS_DIR": str(base / "runs"), "LAB_RESULTS_DIR": str(base / "results"),
-           "WANDB_DIR": str(base), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+           "WANDB_DIR": str(base), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           # a checkpoint at every evaluation: the resume tests kill runs between evaluations
+           "LAB_CHECKPOINT_EVERY_S": "0"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield base

@@ -127,10 +127,13 @@ def test_a_killed_pack_resumes_packed_or_alone_with_the_same_numbers(data, tmp_p
         [r["val_loss"] for r in ref[1].history], rel=1e-4)
 
 
-def test_patience_in_a_pack_stops_each_trial_where_it_stops_alone(data, tmp_path):
+@pytest.mark.parametrize("every", ["0", "1e9"])
+def test_patience_in_a_pack_stops_each_trial_where_it_stops_alone(data, tmp_path, monkeypatch, every):
     """With patience, a pack hands back its unfinished trials when one converges; repacking them
     from their checkpoints (as experiments.packing does) ends every trial at the step, and with
-    the numbers, it reaches alone."""
+    the numbers, it reaches alone. The hand-back writes its checkpoints whatever the interval
+    between checkpoints ($LAB_CHECKPOINT_EVERY_S: every evaluation, or never before the end)."""
+    monkeypatch.setenv("LAB_CHECKPOINT_EVERY_S", every)
     cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=30, iterations=300, eval_every=10,
                       patience=3)
     seeds = [0, 1, 2]

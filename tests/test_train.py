@@ -230,3 +230,30 @@ def test_patience_stops_a_converged_trial_and_a_resume_keeps_it_stopped(tmp_path
     assert [r["step"] for r in again.history] == steps  # resumed: already done, nothing added
     with pytest.raises(ValueError, match="patience: must be >= 0"):
         TrainConfig(iterations=1, patience=-1).validate()
+
+
+@pytest.mark.parametrize("every,steps", [("0", [20, 40, 60]), ("1e9", [60])])
+def test_checkpoints_at_the_interval_and_always_at_the_end(tmp_path, monkeypatch, every, steps):
+    """$LAB_CHECKPOINT_EVERY_S = 0 saves at every evaluation; a long interval only at the last
+    step, and a run resumed from that checkpoint trains no further and gives the same history."""
+    import lib.train as lt
+
+    saved = []
+    monkeypatch.setenv("LAB_CHECKPOINT_EVERY_S", every)
+    monkeypatch.setattr(lt, "atomic_torch_save", lambda obj, path: saved.append(obj["step"]) or
+                        torch.save(obj, path))
+    data, ckpt = tiny_splits(), tmp_path / "c.pt"
+    res = train(build(), data, CFG, seed=3, checkpoint=ckpt)
+    assert saved == steps
+    again = train(build(), data, CFG, seed=3, checkpoint=ckpt)
+    assert saved == steps
+    assert [(r["step"], r["val_loss"]) for r in again.history] == [(r["step"], r["val_loss"]) for r in res.history]
+
+
+def test_a_bad_checkpoint_interval_is_one_line(monkeypatch):
+    from lib.runs import checkpoint_every_s
+
+    for bad, msg in [("soon", "expected seconds, got 'soon'"), ("-1", "must be >= 0, got -1")]:
+        monkeypatch.setenv("LAB_CHECKPOINT_EVERY_S", bad)
+        with pytest.raises(ValueError, match=f"LAB_CHECKPOINT_EVERY_S: {msg}"):
+            checkpoint_every_s()

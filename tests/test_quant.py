@@ -200,6 +200,95 @@ def test_int8_close_to_float_and_small(name, trained, data):
     assert all(torch.equal(v, fp.state_dict()[k]) for k, v in before.items())  # float untouched
 
 
+def _with_bn_statistics(m: nn.Module) -> nn.Module:
+    """`m` with non-trivial BN running statistics and affine parameters (as after training)."""
+    g = torch.Generator().manual_seed(0)
+    for bn in (x for x in m.modules() if isinstance(x, nn.BatchNorm2d)):
+        n = bn.num_features
+        bn.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+        bn.weight.data.copy_(torch.rand(n, generator=g) * 1.5 + 0.2)
+        bn.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    for lin in (x for x in m.modules() if isinstance(x, nn.Linear)):  # torchvision's are ~0
+        nn.init.normal_(lin.weight, std=lin.in_features ** -0.5, generator=g)
+    return m.eval()
+
+
+def _small(family: str) -> nn.Module:
+    """A small network of each family the registry holds, built from the family's own classes
+    (the registered sizes take 10-30 s to calibrate with histogram observers on this CPU)."""
+    from lib.models import shufflenet, tvision, wrn
+
+    shape = (3, 16, 16)
+    if family == "shufflenet":
+        return shufflenet.ShuffleNetV1(shape, 10, widths=(60, 120), units=(2, 1))
+    if family == "resnet":  # option A: a parameter-free shortcut that slices and pads
+        return build("resnet8", shape, 10, shortcut="A")
+    if family == "wrn":
+        return wrn.WideResNet(shape, 10, depth=10, widen=1)
+    if family == "tvision":  # torchvision's MobileNetV2: ReLU6, inverted residual adds
+        return tvision.cifar_mobilenet_v2(shape, 10, stem_stride=1, width_mult=0.25,
+                                          inverted_residual_setting=[[1, 16, 1, 1], [6, 24, 2, 2]])
+    return build(FAMILY_SAMPLES[family], shape, 10)
+
+
+# one model of every family the registry holds (a new family fails the first test below)
+FAMILY_SAMPLES = {"lenet": "lenet_300_100", "conv": "conv2", "vgg": "vgg_tiny",
+                  "mobilenet": "mobilenet_tiny", "resnet": "resnet8", "wrn": "wrn_16_2",
+                  "shufflenet": "shufflenet_v1", "tvision": "mobile_half"}
+
+
+def test_family_samples_cover_the_registry():
+    from lib.models import MODELS
+
+    assert {fn.__module__.rsplit(".", 1)[-1] for fn in MODELS.values()} == set(FAMILY_SAMPLES)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SAMPLES))
+def test_int8_on_every_family(family):
+    """Every family converts to int8 and runs close to float: residual adds, concatenation and
+    channel shuffle included (the eager flow let a ResNet through, and its first forward failed)."""
+    torch.manual_seed(0)
+    fp = _with_bn_statistics(_small(family))
+    x = torch.randn(16, 3, 16, 16)
+    q = to_int8(fp, x[:8])
+    with torch.no_grad():
+        a, b = fp(x).flatten(), q(x).flatten()
+    assert torch.isfinite(b).all() and a.std() > 1e-3
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.98
+    quantized = [m for m in q.modules() if "quantized" in type(m).__module__]
+    assert len(quantized) >= sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in fp.modules()) > 0
+
+
+def test_int8_resnet_residual_adds_run_in_int8():
+    """A CIFAR ResNet's `relu(main + shortcut)` becomes one quantized add_relu per block (the
+    eager flow failed here with NotImplementedError for aten::add on int8 tensors)."""
+    torch.manual_seed(0)
+    fp = _with_bn_statistics(build("resnet8", (3, 32, 32), 10))
+    x = torch.randn(24, 3, 32, 32)
+    q = to_int8(fp, x[:8])
+    adds = [n for n in q.graph.nodes if n.target is torch.ops.quantized.add_relu]
+    assert len(adds) == len(fp.blocks()) == 3
+    with torch.no_grad():
+        a, b = fp(x), q(x)
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
+    assert model_size_bytes(q) < 0.4 * model_size_bytes(fp)
+
+
+def test_int8_refuses_an_untraceable_forward_in_one_line():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    with pytest.raises(ValueError) as e:
+        to_int8(Branchy(), torch.randn(8, 4))
+    assert one_line_error(e).startswith("int8: torch.fx cannot trace Branchy's forward")
+
+
 @pytest.mark.parametrize("layer", [nn.GELU(), nn.LSTM(4, 4)])
 def test_int8_unsupported_layer_is_one_line_error(layer):
     model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2))

@@ -1,11 +1,22 @@
-"""Real int8 execution through torch.ao.quantization eager mode (x86 / fbgemm backend).
+"""Real int8 execution through torch.ao.quantization's FX graph mode (x86 / fbgemm backend).
 
-`to_int8(model, calib_x)` = copy → check layers → wrap in QuantStub / DeQuantStub → fuse
-Conv2d(+BatchNorm2d)(+ReLU) and Linear+ReLU runs inside nn.Sequential containers → prepare with
-`get_default_qconfig("x86")` (per-channel symmetric int8 weights, histogram-calibrated uint8
-activations with reduce_range) → run the calibration sample → convert. The float model is not
-changed. Only modules are checked: a model whose forward uses functional ops on tensors
-(e.g. residual `x + y`) needs FloatFunctional and is not handled here.
+`to_int8(model, calib_x)` = copy → check → `prepare_fx` with `get_default_qconfig_mapping("x86")`
+(per-channel symmetric int8 weights, histogram-calibrated uint8 activations with reduce_range;
+Conv2d(+BatchNorm2d)(+ReLU) and Linear(+ReLU) fused wherever the traced graph has them) → run
+the calibration sample → `convert_fx`. Input and output stay float; the float model is not
+changed.
+
+Why graph mode: the forward is traced (torch.fx), so operations outside modules are quantized
+too. A ResNet's residual `relu(bn2(conv2(y)) + shortcut(x))` becomes one int8 `add_relu`, the
+`torch.cat` / channel shuffle of ShuffleNet and torchvision's ReLU6 run on int8 tensors, and
+no model needs hand-written `FloatFunctional`s. (The eager flow this module used before converted
+modules only: a ResNet passed its check and then failed on its first forward with
+`NotImplementedError` for `aten::add` on int8 tensors.) Every family the lab registers converts
+and runs (tests/test_quant.py::test_int8_on_every_family).
+
+Refused in one line before converting: a layer with parameters or a torch.nn layer that has no
+int8 kernel here (e.g. GELU, LSTM, a QuantLinear subclass), and a forward torch.fx cannot trace
+(data-dependent control flow).
 """
 from __future__ import annotations
 
@@ -15,64 +26,38 @@ import warnings
 from typing import Iterator
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from lib.metrics import latency_ms  # noqa: F401 - int8 vs float latency uses the shared timer
 
 SUPPORTED: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+    nn.Linear, nn.Conv2d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
     nn.Flatten, nn.BatchNorm2d, nn.Dropout, nn.Identity,
 )
-FUSE_PATTERNS: tuple[tuple[type[nn.Module], ...], ...] = (  # longest first
-    (nn.Conv2d, nn.BatchNorm2d, nn.ReLU), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv2d, nn.ReLU),
-    (nn.Linear, nn.ReLU),
-)
-
-
-class Int8Wrapper(nn.Module):
-    """dequant(model(quant(x))): marks where tensors enter and leave the int8 domain."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.quant = torch.ao.quantization.QuantStub()
-        self.model = model
-        self.dequant = torch.ao.quantization.DeQuantStub()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dequant(self.model(self.quant(x)))
 
 
 def check_int8_supported(model: nn.Module) -> None:
-    """One-line ValueError naming the first module eager-mode int8 cannot convert."""
+    """One-line ValueError naming the first layer int8 cannot convert, or saying that the
+    forward cannot be traced. Containers and parameter-free modules of the model's own (e.g. a
+    shortcut that pads) are traced through; torch.nn layers must be in SUPPORTED."""
     allowed = ", ".join(t.__name__ for t in SUPPORTED)
     for name, mod in model.named_modules():
         if type(mod) in SUPPORTED:  # exact: a subclass (e.g. QuantLinear) has no int8 twin
             continue
-        has_children = next(mod.children(), None) is not None
         owns_tensors = any(True for _ in mod.parameters(recurse=False))
-        if has_children and not owns_tensors:  # a container: its children are checked
-            continue
-        raise ValueError(f"int8: unsupported layer {name or '<model>'} ({type(mod).__name__}); "
-                         f"supported: {allowed} (and containers of them)")
-
-
-def fusion_groups(model: nn.Module, prefix: str = "") -> list[list[str]]:
-    """Names of consecutive Conv2d(+BN)(+ReLU) / Linear+ReLU runs inside nn.Sequentials."""
-    groups: list[list[str]] = []
-    for seq_name, seq in model.named_modules(prefix=prefix.rstrip(".")):
-        if not isinstance(seq, nn.Sequential):
-            continue
-        kids = list(seq.named_children())
-        i = 0
-        while i < len(kids):
-            for pattern in FUSE_PATTERNS:
-                run = kids[i:i + len(pattern)]
-                if len(run) == len(pattern) and all(type(m) is t for (_, m), t in zip(run, pattern)):
-                    groups.append([f"{seq_name}.{n}" if seq_name else n for n, _ in run])
-                    i += len(pattern) - 1
-                    break
-            i += 1
-    return groups
+        builtin_leaf = (type(mod).__module__.startswith("torch.nn.modules")
+                        and not isinstance(mod, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+        if owns_tensors or builtin_leaf:
+            raise ValueError(f"int8: unsupported layer {name or '<model>'} ({type(mod).__name__}); "
+                             f"supported: {allowed} (and containers of them)")
+    try:
+        torch.fx.symbolic_trace(model)
+    except Exception as e:  # noqa: BLE001 - any tracing failure is the same refusal
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"int8: torch.fx cannot trace {type(model).__name__}'s forward "
+                         f"({type(e).__name__}: {first[:120]}); graph-mode int8 needs a traceable "
+                         f"forward") from None
 
 
 def _set_x86_engine() -> None:
@@ -95,20 +80,20 @@ def to_int8(model: nn.Module, calib_x: Tensor, chunk: int = 256) -> nn.Module:
 
     Sets the global quantized engine to x86 if another one is active.
     """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
     check_int8_supported(model)
     _set_x86_engine()
+    x = calib_x.cpu().float()
     with warnings.catch_warnings():  # torch.ao announces its move to torchao
         warnings.simplefilter("ignore")
-        q = Int8Wrapper(copy.deepcopy(model).cpu().float()).eval()
-        groups = fusion_groups(q.model, prefix="model")
-        if groups:
-            torch.ao.quantization.fuse_modules(q, groups, inplace=True)
-        q.qconfig = torch.ao.quantization.get_default_qconfig("x86")
-        torch.ao.quantization.prepare(q, inplace=True)
-        for xb in _batches(calib_x.cpu().float(), chunk):
+        fp = copy.deepcopy(model).cpu().float().eval()
+        q = prepare_fx(fp, get_default_qconfig_mapping("x86"), (x[:1],))
+        for xb in _batches(x, chunk):
             q(xb)
-        torch.ao.quantization.convert(q, inplace=True)
-    return q
+        q = convert_fx(q)
+    return q.eval()
 
 
 def model_size_bytes(model: nn.Module) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -97,6 +97,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (0: per epoch)")
     g.add_argument("--precision", default=None,
                    help="fp32 (default: reproducible) or bf16 (autocast; CPUs with bf16 support, GPUs)")
+    g.add_argument("--budget", type=float, default=None,
+                   help="train every stage (trials, teachers, fine-tuning, QAT, hints) for this "
+                        "fraction in (0, 1] of its recipe's steps, schedule shape kept (a paper "
+                        "preset cut down, e.g. on a CPU)")
 
 
 def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
@@ -108,6 +112,17 @@ def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
     if getattr(a, "iterations", None) is not None:
         changes.update(iterations=a.iterations, epochs=0.0)
     return replace(cfg, **changes).validate()
+
+
+def with_budget(obj, budget: float):
+    """`obj` (a config dataclass) with `budget` set on every TrainConfig in it, nested ones
+    (the trials', a teacher's, fine-tuning, QAT) included; validated."""
+    if isinstance(obj, TrainConfig):
+        return replace(obj, budget=budget).validate()
+    if not is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes = {f.name: with_budget(getattr(obj, f.name), budget) for f in fields(obj)}
+    return replace(obj, **{k: v for k, v in changes.items() if v is not getattr(obj, k)})
 
 
 def add_prune_args(p: argparse.ArgumentParser) -> None:
@@ -149,6 +164,8 @@ def preset(a: argparse.Namespace, for_scale: Callable):
              if getattr(a, k, None) is not None}
     setup = replace(setup, **sizes)
     cfg = replace(cfg, setup=setup)
+    if getattr(a, "budget", None) is not None:
+        cfg = with_budget(cfg, a.budget)
     if a.seeds is not None:
         cfg = replace(cfg, seeds=a.seeds)
     return scale, cfg

@@ -43,10 +43,16 @@ def recipe_text(t: TrainConfig) -> str:
         watched = "loss" if t.early_stop_on == "val_loss" else "accuracy"
         parts[-1] = (f"at most {parts[-1]}, stopped once {t.patience} evaluations in a row bring "
                      f"no better validation {watched}")
-    if t.schedule != "constant":
+    if t.schedule == "step":  # the milestones as the recipe states them (fractions of training)
+        length, unit = (t.epochs, "epochs") if t.epochs else (t.iterations, "iterations")
+        at = ", ".join(f"{m * length:g}" for m in t.milestones)
+        parts.append(f"step schedule (lr ×{t.gamma:g} at {unit} {at})")
+    elif t.schedule != "constant":
         parts.append(f"{t.schedule} schedule")
     if t.augment:
         parts.append("crop+flip augmentation")
+    if t.budget != 1:
+        parts.append(f"cut to {t.budget:g} of its steps (--budget)")
     return ", ".join(parts)
 
 

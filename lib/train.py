@@ -56,6 +56,10 @@ class TrainConfig:
     # train every step): the selected evaluation is then never the last one (not still learning),
     # and a trial that converges early costs no more steps
     patience: int = 0
+    # the fraction of the recipe's steps actually trained (`--budget`: a paper recipe cut down,
+    # e.g. on a CPU); milestones and the cosine are fractions of the steps, so the schedule
+    # keeps its shape, and the recipe is still named as stated (lib.report.recipe_text)
+    budget: float = 1.0
 
     def validate(self) -> "TrainConfig":
         """Raise a one-line ValueError naming the first bad field."""
@@ -79,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"eval_every: must be >= 0, got {self.eval_every}")
         if self.patience < 0:
             raise ValueError(f"patience: must be >= 0, got {self.patience}")
+        if not 0 < self.budget <= 1:
+            raise ValueError(f"budget: must be in (0, 1], got {self.budget}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: unknown '{self.precision}', choose from {', '.join(PRECISIONS)}")
         return self
@@ -88,9 +94,8 @@ class TrainConfig:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def total_steps(self, n_train: int) -> int:
-        if self.iterations:
-            return self.iterations
-        return max(1, round(self.epochs * (n_train // self.batch_size)))
+        steps = self.iterations or self.epochs * (n_train // self.batch_size)
+        return max(1, round(steps * self.budget))
 
     def lr_at(self, step: int, total: int) -> float:
         if self.schedule == "cosine":

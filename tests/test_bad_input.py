@@ -16,6 +16,7 @@ BAD_INPUT = {
         (("--criterion", "biggest"), "prune.criterion: unknown 'biggest'"),
         (("--ratio", "1.0"), "prune.ratio: must be in (0, 1), got 1.0"),
         (("--calibration", "best"), "calibration: unknown 'best'"),
+        (("--budget", "0"), "budget: must be in (0, 1], got 0.0"),  # teacher, finetune, qat too
         (("--model", "conv2"), "surgery: unsupported model type"),
     ],
     "feature_kd": [

@@ -105,6 +105,8 @@ def test_extra_loss_and_hook_parameters_are_trained():
     ({}, "iterations/epochs"),
     ({"iterations": 5, "epochs": 1.0}, "iterations/epochs"),
     ({"batch_size": 0, "iterations": 1}, "batch_size"),
+    ({"iterations": 1, "budget": 0.0}, "budget"),
+    ({"iterations": 1, "budget": 1.5}, "budget"),
 ])
 def test_bad_config_is_a_one_line_error_naming_the_field(kw, field):
     with pytest.raises(ValueError, match=f"^{field}: ") as e:
@@ -117,6 +119,34 @@ def test_lr_schedules():
     assert cos.lr_at(0, 100) == 1.0 and cos.lr_at(50, 100) == pytest.approx(0.5)
     step = TrainConfig(lr=1.0, iterations=100, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
     assert [step.lr_at(s, 100) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_budget_cuts_the_steps_and_keeps_the_schedule_shape():
+    """--budget f trains round(f x the recipe's steps), at least one; milestones are fractions
+    of the steps trained, so 240 epochs cut to 24 still drop the lr at 150/240 of them."""
+    full = TrainConfig(lr=0.05, batch_size=64, epochs=240.0, schedule="step",
+                       milestones=(150 / 240, 180 / 240, 210 / 240))
+    assert full.total_steps(50_000) == 240 * 781
+    cut = replace(full, budget=0.1)
+    assert cut.total_steps(50_000) == round(240 * 781 * 0.1) == 18744
+    assert replace(full, budget=1e-9).total_steps(50_000) == 1
+    assert replace(full, epochs=0.0, iterations=50_000, budget=1e-4).total_steps(10) == 5
+    total = cut.total_steps(50_000)
+    assert [cut.lr_at(s, total) for s in (11714, 11715, 14057, 14058, 16400, 16401)] == \
+        pytest.approx([0.05, 0.005, 0.005, 0.0005, 0.0005, 0.00005])
+
+
+def test_recipe_text_names_the_milestones_and_the_cut():
+    from lib.report import recipe_text
+
+    t = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
+                    epochs=240.0, schedule="step", milestones=(150 / 240, 180 / 240, 210 / 240),
+                    augment=True)
+    assert recipe_text(t) == ("sgd lr 0.05, momentum 0.9, weight decay 0.0005, batch 64, 240 epochs, "
+                              "step schedule (lr ×0.1 at epochs 150, 180, 210), crop+flip augmentation")
+    cut = replace(t, epochs=0.0, iterations=1000, milestones=(0.5,), budget=0.01)
+    assert recipe_text(cut).endswith("1000 iterations, step schedule (lr ×0.1 at iterations 500), "
+                                     "crop+flip augmentation, cut to 0.01 of its steps (--budget)")
 
 
 def test_on_batch_sees_the_indices_of_the_batch_trained_on():
@@ -257,3 +287,27 @@ def test_a_bad_checkpoint_interval_is_one_line(monkeypatch):
         monkeypatch.setenv("LAB_CHECKPOINT_EVERY_S", bad)
         with pytest.raises(ValueError, match=f"LAB_CHECKPOINT_EVERY_S: {msg}"):
             checkpoint_every_s()
+
+
+def test_budget_reaches_every_training_stage():
+    """`--budget` sets the cut on every recipe of a preset: the trials', the teacher's, the
+    fine-tuning's and QAT's (compression_pipeline has all four), nothing else changed."""
+    from dataclasses import fields, is_dataclass
+
+    from experiments.cli import with_budget
+    from experiments.compression_pipeline.config import for_scale
+
+    def recipes(obj, path=""):
+        if isinstance(obj, TrainConfig):
+            return {path: obj}
+        if not is_dataclass(obj):
+            return {}
+        return {k: v for f in fields(obj) for k, v in recipes(getattr(obj, f.name), f"{path}.{f.name}").items()}
+
+    cfg = for_scale("paper")
+    cut = with_budget(cfg, 0.25)
+    before, after = recipes(cfg), recipes(cut)
+    assert {".setup.train", ".teacher.train", ".finetune", ".qat"} <= set(after)
+    assert all(after[k] == replace(before[k], budget=0.25) for k in before)
+    assert replace(cut, **{f.name: getattr(cfg, f.name) for f in fields(cfg)
+                           if f.name in ("setup", "teacher", "finetune", "qat")}) == cfg

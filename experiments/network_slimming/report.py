@@ -110,8 +110,7 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[dict]]) -> Path:
     s = cfg.setup
     header = (
         f"# Network Slimming: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
-        f"Training: {recipe_text(s.train)}, lr ÷10 at "
-        f"{', '.join(f'{m:.0%}' for m in s.train.milestones)}; λ > 0 adds λ·sign(γ) to every BN "
+        f"Training: {recipe_text(s.train)}; λ > 0 adds λ·sign(γ) to every BN "
         f"γ's gradient. 'λ at paper budget' is the λ with the same total shrink λ·Σlr over the "
         f"paper's 160 epochs at batch 64 (our Σlr is {factor:.2g}× the paper's). Pruning: one "
         f"global |γ| threshold removes the given share of all BN'd channels, each layer "

@@ -112,7 +112,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     s, lr0 = cfg.setup, cfg.setup.train.lr
     header = (
         f"# Rethinking the value of pruning: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
-        f"Large model: {recipe_text(s.train)} (lr ÷10 at 50% and 75%); the slimming baseline "
+        f"Large model: {recipe_text(s.train)}; the slimming baseline "
         f"adds the BN-γ penalty λ = {cfg.lam:g}. Pruning, one shot from the trained model: l1 "
         f"removes each conv's lowest-L1 filters, slimming the channels under one global |γ| "
         f"threshold (each layer keeps ≥ {cfg.min_keep}), unstructured each layer's smallest "

@@ -1,0 +1,87 @@
+"""Every experiment's `--scale paper` preset, run end to end in a real process (issue #14): the
+paper's dataset (synthetic files in torchvision's exact layouts, conftest's
+`synthetic_data_dir`), its models, recipe, schedule, augmentation and loss weights, cut only in
+size: a few hundred images, one seed, a level / method / ratio or two, and `--budget` (every
+training stage, teachers, fine-tuning and QAT included, runs that fraction of its steps, the
+schedule keeping its shape). Each run must write trials.csv, table.md naming the paper's
+recipe as the paper states it, its plots, claims.md + claims.csv (where the experiment has a
+claims module), run.json and one offline wandb run per trained trial plus the report's.
+
+Marked `paper`: `make test` leaves them out, `make test-paper` runs them (CI runs both).
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cli import ROOT, run_experiment
+from wandb_records import offline_runs
+
+pytestmark = pytest.mark.paper
+
+# the size cut shared by every run: 128 training images (one batch of the largest paper batch
+# size), 16 for validation, 16 for testing (the latency batches are test images), one seed
+SIZE = ("--seeds", "1", "--train-limit", "128", "--val-size", "16", "--test-limit", "16")
+
+# experiment -> (dataset, its own flags, the recipe as its paper states it: phrases table.md
+# must contain). --budget leaves one step per stage (five
+# for the LeNet ones).
+CASES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    # Frankle & Carbin 2019: LeNet-300-100 on MNIST, Adam 1.2e-3, batch 60, 50k iterations
+    "lottery_ticket": ("mnist", ("--levels", "1", "--budget", "1e-4"),
+                       ("adam lr 0.0012, batch 60, 50000 iterations",)),
+    # Zhou et al. 2019: the same LeNet recipe, iterative pruning
+    "lottery_ablation": ("mnist", ("--levels", "1", "--criteria", "large_final", "--ablations",
+                                   "rewind,signed_constant", "--mask0", "zero",
+                                   "--budget", "1e-4"),
+                         ("adam lr 0.0012, batch 60, 50000 iterations", "iterative")),
+    # Liu et al. 2017: VGG-19, SGD 0.1, momentum 0.9, wd 1e-4, batch 64, 160 epochs, ÷10 at 50%
+    # and 75%, λ = 1e-4, 70% of the channels
+    "network_slimming": ("cifar10", ("--lams", "1e-4", "--ratios", "0.7", "--budget", "1e-4"),
+                         ("sgd lr 0.1, momentum 0.9, weight decay 0.0001, batch 64, 160 epochs, "
+                          "step schedule (lr ×0.1 at epochs 80, 120), crop+flip augmentation",)),
+}
+
+
+def has_claims(name: str) -> bool:
+    return (ROOT / "experiments" / name / "claims.py").exists()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_paper_preset_runs_end_to_end(name, synthetic_data_dir, tmp_path, monkeypatch):
+    dataset, flags, recipe = CASES[name]
+    monkeypatch.setenv("DATA_DIR", str(synthetic_data_dir))
+    proc = run_experiment(name, "--scale", "paper", *SIZE, *flags, base=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results" / name / "paper"
+
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) and trials.test_acc.notna().any(), trials
+
+    table = (out / "table.md").read_text()
+    command = f"python -m experiments.{name} --scale paper {' '.join(SIZE + flags)}"
+    assert f"`{command}`" in table and "Machine:" in table, table[-1500:]
+    assert f"on {dataset}" in table or dataset in table.split("\n", 1)[0], table[:300]
+    for phrase in recipe:
+        assert phrase in table, f"{phrase!r} not in table.md:\n{table[:3000]}"
+    assert "cut to" in table and "(--budget)" in table  # the cut is said, beside the recipe
+
+    pngs = sorted(out.glob("*.png"))
+    assert pngs, "no plot"
+    for png in pngs:
+        assert png.stat().st_size > 10_000, png
+    if has_claims(name):
+        claims = (out / "claims.md").read_text()
+        assert "paper" in claims and len(pd.read_csv(out / "claims.csv")), claims
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["scale"] == "paper" and run["trials_trained"] >= 1, run
+    assert run["invocations"][0]["command"] == command, run
+
+    runs = offline_runs(tmp_path)
+    assert runs and {r["config"]["setup.dataset"] for r in runs if "setup.dataset" in r["config"]} \
+        == {dataset}, [r["config"].get("setup.dataset") for r in runs]
+    reports = [r for r in offline_runs(tmp_path, reports=True) if r["run"].job_type == "report"]
+    assert len(reports) == 1 and reports[0]["run"].run_group == name

@@ -2,9 +2,11 @@
 `python -m experiments.lottery_ticket` against, start-up included. LeNet-300-100 on
 Fashion-MNIST (5,000 validation images carved from train), SGD, evaluation on validation and
 test at the start and after every epoch; after each level the 20% (output layer: 10%) smallest
-surviving weights of each layer are pruned and the survivors rewound to their init."""
+surviving weights of each layer are pruned and the survivors rewound to their init. The data
+is read from $FASHION_DIR (default: the Debian package's folder)."""
 import argparse
 import gzip
+import os
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ dev = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def idx(name: str, offset: int) -> torch.Tensor:
-    raw = gzip.open(f"/usr/share/datasets/fashion-mnist/{name}-ubyte.gz").read()
+    raw = gzip.open(os.environ.get("FASHION_DIR", "/usr/share/datasets/fashion-mnist") + f"/{name}-ubyte.gz").read()
     return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=offset).copy()).to(dev)
 
 

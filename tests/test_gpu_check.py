@@ -61,3 +61,66 @@ def test_bad_arguments_are_one_line(tmp_path):
     proc = subprocess.run([str(SCRIPT), "--only", "kd,nope"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "--only: choose from kd, slimming, ptq, lottery, benchmark" in proc.stderr
     assert not (ROOT / "results" / "gpu_check" / "nope").exists()
+
+
+def test_combine_keeps_each_slices_latest_success(tmp_path):
+    """A rerun of the failed slices (--only) and the first run make one result: each slice's
+    latest successful run, with the command and date that produced it."""
+    def run(date, command, **status):
+        return dict(device_name="GPU X", machine="m", date=date, command=command, sizes={"cifar_train": 1},
+                    order=list(status), wall_s=1.0,
+                    slices={n: dict(status=s, seconds=2.0, rows=[dict(name=f"{n} {date}")],
+                                    **({"error": "boom"} if s == "failed" else {})) for n, s in status.items()})
+    first = run("2026-01-01 10:00 UTC", "first", kd="failed", lottery="ok", benchmark="failed")
+    second = run("2026-01-01 11:00 UTC", "second --only kd,benchmark", kd="ok", benchmark="failed")
+    files = []
+    for i, r in enumerate([second, first]):  # in any order: sorted by date
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(r))
+    proc = subprocess.run([str(SCRIPT), "--combine", *map(str, files), "--out", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "slices failed: benchmark" in proc.stderr  # still failed
+    got = json.loads((tmp_path / "out" / "gpu-x.json").read_text())
+    assert got["order"] == ["kd", "lottery", "benchmark"]
+    assert {n: (s["status"], s["command"]) for n, s in got["slices"].items()} == {
+        "kd": ("ok", "second --only kd,benchmark"), "lottery": ("ok", "first"),
+        "benchmark": ("failed", "second --only kd,benchmark")}
+    md = (tmp_path / "out" / "gpu-x.md").read_text()
+    assert "from 2 invocations" in md and "From `first`, 2026-01-01 10:00 UTC." in md
+    other = dict(first, device_name="GPU Y")
+    files[1].write_text(json.dumps(other))
+    proc = subprocess.run([str(SCRIPT), "--combine", *map(str, files), "--out", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "combine: the results come from different devices: GPU X, GPU Y" in proc.stderr
+
+
+def test_full_size_synthetic_cifar_is_not_the_official_length():
+    """A synthetic file of the official length would have to carry the official MD5 (lib.data):
+    the first GPU run met exactly that. Full size stays off the official counts."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    full = gpu_check.SIZES["full"]
+    assert full["cifar_train"] // 5 != 10_000 and full["cifar_train"] != 50_000  # CIFAR-10 / -100 train
+    assert full["cifar_test"] != 10_000
+
+
+def test_estimates_divide_the_presets_work_by_the_measured_rate():
+    """205 lottery trials x 50k iterations x batch 60 at a rate that does it in one hour; the
+    KD teacher's 240 epochs of 45,000 images at 3,000 images/s (one hour)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    per_hour = 205 * 50_000 * 60 / 3600
+    slices = {"lottery": dict(status="ok", rows=[dict(name="level"), dict(name="whole", trial_images_per_s=per_hour)]),
+              "kd": dict(status="ok", rows=[dict(name="t", images_per_s=3000.0), dict(name="s", images_per_s=3000.0)]),
+              "slimming": dict(status="failed", rows=[])}
+    est = dict(gpu_check.estimates(slices))
+    lottery = next(v for k, v in est.items() if k.startswith("lottery_ticket, the paper protocol: 205 trials"))
+    assert lottery == pytest.approx(3600)
+    assert est["the resnet56 teacher, 240 epochs"] == pytest.approx(3600)
+    assert not any(k.startswith("network_slimming") for k in est)  # a failed slice estimates nothing

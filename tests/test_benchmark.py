@@ -1,5 +1,7 @@
 """`make benchmark` (scripts/benchmark.py --quick): it runs and writes both files with every
-section. Timings are never asserted: they belong to the machine, not to the code."""
+section. Timings are never asserted: they belong to the machine, not to the code. In the
+`paper` tier (make test-paper, beside the GPU slice that runs the same script): its IMP-job
+processes cost make test a minute it does not have."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.smoke
+@pytest.mark.paper
 def test_quick_benchmark_writes_every_section(tmp_path):
     spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
     bench = importlib.util.module_from_spec(spec)

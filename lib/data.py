@@ -55,6 +55,9 @@ class Splits:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
+    # a black pixel, normalised (C,): what torchvision's RandomCrop(padding=4) pads with before
+    # Normalize, so the crop's border here is the papers' (None: zeros, the mean)
+    black: Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -63,7 +66,8 @@ class Splits:
     def to(self, device: str | torch.device) -> "Splits":
         moved = {k: getattr(self, k).to(device) for k in
                  ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return Splits(name=self.name, num_classes=self.num_classes, **moved)
+        black = None if self.black is None else self.black.to(device)
+        return Splits(name=self.name, num_classes=self.num_classes, black=black, **moved)
 
 
 # ----------------------------------------------------------------------------- raw readers
@@ -373,18 +377,24 @@ def load(name: str = "fashion_mnist", *, val_size: int = 5000, split_seed: int =
         train_x=(train_x - mean) / std, train_y=torch.from_numpy(ty[train_idx]).long(),
         val_x=norm(tx[val_idx]), val_y=torch.from_numpy(ty[val_idx]).long(),
         test_x=norm(ex), test_y=torch.from_numpy(ey).long(),
-        num_classes=num_classes,
+        num_classes=num_classes, black=(-mean / std).flatten(),
     )
 
 
 # ----------------------------------------------------------------------------- batches
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Standard CIFAR augmentation on a whole batch at once, on `x`'s device: pad, random crop,
-    random h-flip. The offsets and flips are drawn from the CPU `generator` (the same crops on
-    every device) and reach a GPU in one non-blocking copy: no host sync per batch."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4,
+                     fill: Tensor | None = None) -> Tensor:
+    """Standard CIFAR augmentation on a whole batch at once, on `x`'s device: pad (with `fill`,
+    one value per channel, e.g. `Splits.black`; zeros when None), random crop, random h-flip.
+    The offsets and flips are drawn from the CPU `generator` (the same crops on every device)
+    and reach a GPU in one non-blocking copy: no host sync per batch."""
+    b, c, h, w = x.shape
+    if fill is None:
+        padded = F.pad(x, (pad, pad, pad, pad))
+    else:
+        padded = fill.view(1, c, 1, 1).to(x.dtype).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+        padded[:, :, pad:pad + h, pad:pad + w] = x
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
@@ -411,10 +421,12 @@ class BatchIterator:
     `index` holds the training-set indices of the batch last yielded.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, augment: bool = False):
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, augment: bool = False,
+                 fill: Tensor | None = None):
         if batch_size < 1 or batch_size > len(x):
             raise ValueError(f"batch_size: must be in [1, {len(x)}], got {batch_size}")
         self.x, self.y, self.batch_size, self.seed, self.augment = x, y, batch_size, seed, augment
+        self.fill = fill  # the crop's padding (random_crop_flip)
         self.steps_per_epoch = len(x) // batch_size  # the ragged tail is dropped
         self.index: Tensor | None = None
 
@@ -431,6 +443,7 @@ class BatchIterator:
                 self.index = idx
                 if self.augment:  # seeded by the global step, so resume sees the same crops
                     step = epoch * self.steps_per_epoch + i
-                    xb = random_crop_flip(xb, torch.Generator().manual_seed(self.seed ^ step << 20))
+                    xb = random_crop_flip(xb, torch.Generator().manual_seed(self.seed ^ step << 20),
+                                          fill=self.fill)
                 yield xb, yb
             epoch, offset = epoch + 1, 0

@@ -146,7 +146,8 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     prepare_device(data.train_x.device)
     k = net.k
     masks, fills = list(masks or [None] * k), list(fills or [None] * k)
-    iters = [BatchIterator(data.train_x, data.train_y, cfg.batch_size, s, cfg.augment) for s in seeds]
+    iters = [BatchIterator(data.train_x, data.train_y, cfg.batch_size, s, cfg.augment, data.black)
+             for s in seeds]
     total = cfg.total_steps(len(data.train_x))
     eval_every = cfg.eval_every or iters[0].steps_per_epoch
     params = list(net.stacked)

@@ -309,7 +309,7 @@ def train(model: nn.Module, data: Splits, cfg: TrainConfig, *, seed: int,
     prepare_device(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    batches = BatchIterator(data.train_x, data.train_y, cfg.batch_size, seed, cfg.augment)
+    batches = BatchIterator(data.train_x, data.train_y, cfg.batch_size, seed, cfg.augment, data.black)
     total = cfg.total_steps(len(data.train_x))
     eval_every = cfg.eval_every or batches.steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]

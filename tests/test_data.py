@@ -171,3 +171,22 @@ def test_decoded_cache_is_identical_and_rebuilt_when_stale_or_damaged(tmp_path, 
         assert f"warning: {cache} is damaged" in capsys.readouterr().err
         load()  # rebuilt: read from the cache again
     assert len(reads) == 4 and "warning" not in capsys.readouterr().err
+
+
+def test_crops_pad_with_black_as_torchvision_does():
+    """torchvision's RandomCrop(32, padding=4) pads the raw image with 0 (black) before
+    Normalize: on normalised tensors that is `Splits.black` = -mean / std per channel, not 0 (the
+    mean). Every pixel of a crop is the image's or the fill; crops that move show the fill."""
+    x = torch.full((64, 2, 8, 8), 5.0)
+    fill = torch.tensor([-1.0, -2.0])
+    out = data.random_crop_flip(x, torch.Generator().manual_seed(0), fill=fill)
+    for c in (0, 1):
+        values = set(out[:, c].unique().tolist())
+        assert values == {5.0, fill[c].item()}, values
+    assert set(data.random_crop_flip(x, torch.Generator().manual_seed(0)).unique().tolist()) == {0.0, 5.0}
+    inner = torch.randn(64, 2, 8, 8)  # pad 0: each image itself or its mirror, bit for bit
+    out = data.random_crop_flip(inner, torch.Generator().manual_seed(1), pad=0, fill=fill)
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(2)) for o, i in zip(out, inner))
+    s = data.load("fashion_mnist", val_size=100, train_limit=500, test_limit=100)
+    torch.testing.assert_close(s.black, s.train_x.amin(dim=(0, 2, 3)))  # its background is black
+    assert torch.equal(s.to("cpu").black, s.black)

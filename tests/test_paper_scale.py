@@ -42,6 +42,29 @@ CASES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "network_slimming": ("cifar10", ("--lams", "1e-4", "--ratios", "0.7", "--budget", "1e-4"),
                          ("sgd lr 0.1, momentum 0.9, weight decay 0.0001, batch 64, 160 epochs, "
                           "step schedule (lr ×0.1 at epochs 80, 120), crop+flip augmentation",)),
+    # Liu et al. 2019: VGG-16, the same CIFAR recipe (batch 64); L1 fine-tunes 40 epochs at 1e-3
+    "rethinking_pruning": ("cifar10", ("--l1-ratios", "0.5", "--slimming-ratios", "0.4",
+                                       "--unstructured-ratios", "0.5", "--budget", "1e-4"),
+                           ("sgd lr 0.1, momentum 0.9, weight decay 0.0001, batch 64, 160 epochs, "
+                            "step schedule (lr ×0.1 at epochs 80, 120), crop+flip augmentation",
+                            "sgd lr 0.001, momentum 0.9, weight decay 0.0001, batch 64, 40 epochs")),
+    # Li et al. 2017: VGG-16, SGD 0.1, wd 5e-4, batch 128, 160 epochs; fine-tuned 40 at 1e-3
+    "filter_importance": ("cifar10", ("--criteria", "l1", "--ratios", "0.5", "--budget", "1e-4"),
+                          ("sgd lr 0.1, momentum 0.9, weight decay 0.0005, batch 128, 160 epochs, "
+                           "step schedule (lr ×0.1 at epochs 80, 120), crop+flip augmentation",
+                           "sgd lr 0.001, momentum 0.9, weight decay 0.0005, batch 128, 40 epochs")),
+    # RepDistiller (Tian et al. 2020) on CIFAR-100: resnet56 -> resnet20, SGD 0.05, wd 5e-4,
+    # batch 64, 240 epochs, ÷10 at 150, 180, 210
+    "logit_kd": ("cifar100", ("--methods", "kd", "--budget", "1e-4"),
+                 ("resnet56 -> resnet20", "sgd lr 0.05, momentum 0.9, weight decay 0.0005, batch 64, "
+                  "240 epochs, step schedule (lr ×0.1 at epochs 150, 180, 210), crop+flip")),
+    "feature_kd": ("cifar100", ("--methods", "fitnet_2stage,at", "--budget", "1e-4"),
+                   ("resnet56", "resnet20", "sgd lr 0.05, momentum 0.9, weight decay 0.0005, "
+                    "batch 64, 240 epochs", "step schedule (lr ×0.1 at epochs 150, 180, 210)")),
+    "rkd": ("cifar100", ("--methods", "rkd_d,sp", "--budget", "1e-4"),
+            ("resnet56", "resnet20", "sgd lr 0.05, momentum 0.9, weight decay 0.0005, batch 64, "
+             "240 epochs", "step schedule (lr ×0.1 at epochs 150, 180, 210)")),
+    "quantization": ("cifar10", ("--budget", "1e-4"), ("adam lr 0.001, batch 128, 30 epochs",)),
 }
 
 

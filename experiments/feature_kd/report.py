@@ -10,8 +10,8 @@ import seaborn as sns
 from experiments.common import Context
 from experiments.feature_kd.config import METHODS
 from experiments.provenance import footer_line
-from lib.report import (aggregate, footer, markdown, mean_sd_table, save_figure, write_table,
-                        write_trials)
+from lib.report import (aggregate, footer, markdown, mean_sd_table, recipe_text, save_figure,
+                        write_table, write_trials)
 
 ORDER = ("teacher", *METHODS)
 FEATURE_NAMES = {"fitnet": "hint", "attention": "AT"}
@@ -66,12 +66,10 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[tuple[str, str]]
     t_row = trials[trials.method == "teacher"]
     header = (
         f"# Feature distillation: {cfg.teacher.model} → {s.model} on {s.dataset} ({scale} scale)\n\n"
-        f"Teacher: {cfg.teacher.model}, trained once ({cfg.teacher.train.optimizer} lr "
-        f"{cfg.teacher.train.lr}, {budget(cfg.teacher.train)}, {cfg.teacher.train.schedule}), "
+        f"Teacher: {cfg.teacher.model}, trained once ({recipe_text(cfg.teacher.train)}), "
         f"shared with logit_kd and rkd; its row is its final weights, the ones distilled from. "
-        f"Students: {s.model}, {s.train.optimizer} lr {s.train.lr} momentum {s.train.momentum} "
-        f"wd {s.train.weight_decay}, batch {s.train.batch_size}, {budget(s.train)}, "
-        f"{s.train.schedule}. FitNet two-stage adds a stage 1 of {budget(h)} (hint loss alone, "
+        f"Students: {s.model}, {recipe_text(s.train)}. FitNet two-stage adds a stage 1 of "
+        f"{budget(h)} (hint loss alone, "
         f"layers up to the guided one plus the 1x1-conv regressor W_r; stage 2 starts from "
         f"those layers and W_r is dropped). **Selection rule:** each student is evaluated "
         f"{'every ' + str(s.train.eval_every) + ' steps' if s.train.eval_every else 'every epoch'}; "

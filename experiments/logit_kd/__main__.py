@@ -95,7 +95,8 @@ def run(ctx: Context) -> list[dict]:
 
 write_report = lazy("experiments.logit_kd.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
-    name="logit_kd", doc=__doc__, for_scale=for_scale, model="vgg_tiny",
+    name="logit_kd", doc=__doc__, for_scale=for_scale,
+    model={"smoke": "vgg_tiny", "default": "vgg_tiny", "paper": "resnet20"},  # RepDistiller's pair
     model_help="the student", flags=flags, configure=configure,
     report=write_report, run=run)
 main = EXPERIMENT.main

@@ -9,8 +9,8 @@ import seaborn as sns
 
 from experiments.common import Context
 from experiments.provenance import footer_line
-from lib.report import (aggregate, footer, markdown, mean_sd_table, save_figure, write_table,
-                        write_trials)
+from lib.report import (aggregate, footer, markdown, mean_sd_table, recipe_text, save_figure,
+                        write_table, write_trials)
 
 BY = ["method", "teacher", "student", "generation"]
 ORDER = ("teacher", "student", "kd", "dml", "ban", "ban_ensemble", "lr", "lr_stop_rule", "ta_kd")
@@ -72,13 +72,10 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
 
     s, t = cfg.setup, cfg.teacher
     r = s.train
-    length = f"{r.epochs:g} epochs" if r.epochs else f"{r.iterations} iterations"
     header = (
         f"# Logit distillation: {t.model} -> {s.model} on {s.dataset} ({scale} scale)\n\n"
-        f"Every student: {r.optimizer} lr {r.lr} momentum {r.momentum} wd {r.weight_decay}, "
-        f"{r.schedule}, batch {r.batch_size}, {length}. Teacher ({t.model}, seed {t.seed}, trained "
-        f"once and shared): same recipe, {t.train.epochs or t.train.iterations} "
-        f"{'epochs' if t.train.epochs else 'iterations'}; its row is the test accuracy of the "
+        f"Every student: {recipe_text(r)}. Teacher ({t.model}, seed {t.seed}, trained once and "
+        f"shared): {recipe_text(t.train)}; its row is the test accuracy of the "
         f"final weights the students learn from. KD, Born-Again (ban) and TA-KD use "
         f"`α·T²·KL + (1 − α)·CE` with α = {cfg.alpha}, T = {cfg.T}; Label Refinery (lr) trains "
         f"on softmax(previous generation) only; DML trains {cfg.dml_peers} peers together "

@@ -12,6 +12,7 @@ Marked `paper`: `make test` leaves them out, `make test-paper` runs them (CI run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,6 +66,11 @@ CASES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             ("resnet56", "resnet20", "sgd lr 0.05, momentum 0.9, weight decay 0.0005, batch 64, "
              "240 epochs", "step schedule (lr ×0.1 at epochs 150, 180, 210)")),
     "quantization": ("cifar10", ("--budget", "1e-4"), ("adam lr 0.001, batch 128, 30 epochs",)),
+    # the lecture's "mix it": ResNet-101 -> MobileNet (KD) -> filter pruning -> PTQ / QAT / int8
+    "compression_pipeline": ("cifar10", ("--budget", "1e-4"),
+                             ("Teacher: resnet101, sgd lr 0.1, momentum 0.9, weight decay 0.0005, "
+                              "batch 128, 60 epochs, cosine schedule, crop+flip augmentation",
+                              "sgd lr 0.05, momentum 0.9, weight decay 0.0005, batch 128, 60 epochs")),
 }
 
 
@@ -72,13 +78,27 @@ def has_claims(name: str) -> bool:
     return (ROOT / "experiments" / name / "claims.py").exists()
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_paper_preset_runs_end_to_end(name, synthetic_data_dir, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """One runs / results / wandb folder for the module: the three distillation experiments
+    share their paper teacher (resnet56 on CIFAR-100), trained by the first, as on a real
+    checkout; each experiment's results are its own folder."""
+    return tmp_path_factory.mktemp("paper")
+
+
+# pytest's 10 minutes per test are too few for the pipeline on 2 shared cores: its ResNet-101
+# teacher (42.5M parameters) alone trains at ~3 images/s there
+TIMEOUT_S = {"compression_pipeline": 1500}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.timeout(TIMEOUT_S[n]))
+                                  if n in TIMEOUT_S else n for n in CASES])
+def test_paper_preset_runs_end_to_end(name, synthetic_data_dir, base, monkeypatch):
     dataset, flags, recipe = CASES[name]
     monkeypatch.setenv("DATA_DIR", str(synthetic_data_dir))
-    proc = run_experiment(name, "--scale", "paper", *SIZE, *flags, base=tmp_path, check=False)
+    proc = run_experiment(name, "--scale", "paper", *SIZE, *flags, base=base, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "results" / name / "paper"
+    out = base / "results" / name / "paper"
 
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) and trials.test_acc.notna().any(), trials
@@ -103,8 +123,8 @@ def test_paper_preset_runs_end_to_end(name, synthetic_data_dir, tmp_path, monkey
     assert run["scale"] == "paper" and run["trials_trained"] >= 1, run
     assert run["invocations"][0]["command"] == command, run
 
-    runs = offline_runs(tmp_path)
-    assert runs and {r["config"]["setup.dataset"] for r in runs if "setup.dataset" in r["config"]} \
-        == {dataset}, [r["config"].get("setup.dataset") for r in runs]
-    reports = [r for r in offline_runs(tmp_path, reports=True) if r["run"].job_type == "report"]
-    assert len(reports) == 1 and reports[0]["run"].run_group == name
+    runs = [r for r in offline_runs(base) if r["run"].run_group == name]  # its trials' runs
+    assert runs and {r["config"]["setup.dataset"] for r in runs} == {dataset}
+    reports = [r for r in offline_runs(base, reports=True)
+               if r["run"].job_type == "report" and r["run"].run_group == name]
+    assert len(reports) == 1

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib import models
-from lib.distill import (LOSSES, DML, KD, AttentionTransfer, FeatureTap, FitNet, RKDAngle,
+from lib.distill import (LOSSES, DML, FSP, KD, AttentionTransfer, FeatureTap, FitNet, RKDAngle,
                          RKDDistance, SimilarityPreserving, SoftCE, attention_map,
-                         Distill, Term, cached_logits, check_loss_name, kd_criterion,
+                         Distill, Term, cached_logits, check_loss_name, fsp_matrix, kd_criterion,
                          teacher_outputs, weighted_ce)
 from lib.train import TrainConfig, train
 
@@ -230,6 +230,48 @@ def test_fitnet_regressor_shapes_and_gradients():
         conv.regress(torch.randn(2, 9, 7, 7))
 
 
+# ---- FSP --------------------------------------------------------------------------------------
+
+def test_fsp_hand_computed():
+    """G = F1·F2ᵀ / (H·W); the loss is ‖G_s − G_t‖² summed over entries, averaged over the batch."""
+    f1 = torch.tensor([[[[1.0, 2.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2): channels [1, 2] and [0, 1]
+    f2 = torch.tensor([[[[3.0, 4.0]]]])  # (1, 1, 1, 2): [3, 4]
+    g = fsp_matrix(f1, f2)
+    torch.testing.assert_close(g, torch.tensor([[[5.5], [2.0]]]))  # (1·3 + 2·4)/2, (0·3 + 1·4)/2
+    t1 = torch.tensor([[[[1.0, 0.0]], [[1.0, 1.0]]]])
+    t2 = torch.tensor([[[[2.0, 2.0]]]])  # teacher G: [[1], [2]]
+    s_batch, t_batch = [torch.cat([f1, f1]), torch.cat([f2, f2])], [torch.cat([t1, t1]), torch.cat([t2, t2])]
+    assert FSP()(s_batch, t_batch).item() == pytest.approx(4.5 ** 2)  # (5.5 − 1)² + (2 − 2)²
+    assert FSP(reduce="mean")(s_batch, t_batch).item() == pytest.approx(4.5 ** 2 / 2)
+    # three layers, two flows: + G(f2, f2) = (3² + 4²)/2 = 12.5 against (2² + 2²)/2 = 4
+    assert FSP()([f1, f2, f2], [t1, t2, t2]).item() == pytest.approx(4.5 ** 2 + 8.5 ** 2)
+    # a batch averages the per-sample distances: sample 2 matches the teacher exactly
+    assert FSP()([torch.cat([f1, t1]), torch.cat([f2, t2])],
+                 [torch.cat([t1, t1]), torch.cat([t2, t2])]).item() == pytest.approx(4.5 ** 2 / 2)
+    # the larger map is average-pooled to the smaller: a 2×2 map against a 1×1 one
+    big, small = torch.arange(4.0).view(1, 1, 2, 2), torch.ones(1, 1, 1, 1)
+    torch.testing.assert_close(fsp_matrix(big, small), torch.tensor([[[1.5]]]))
+
+
+def test_fsp_adapters_gradients_and_errors():
+    s = [torch.randn(3, 4, 8, 8, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True)]
+    t = [torch.randn(3, 6, 8, 8, requires_grad=True), torch.randn(3, 12, 4, 4, requires_grad=True)]
+    loss = FSP([4, 8], [6, 12])
+    value = loss(s, t)
+    value.backward()
+    assert value.item() > 0 and all(x.grad is not None for x in s) and all(x.grad is None for x in t)
+    assert all(a.weight.grad.abs().sum() > 0 for a in loss.adapters)
+    assert isinstance(FSP([4, 12], [6, 12]).adapters[1], nn.Identity)  # equal widths: no adapter
+    with pytest.raises(ValueError, match="^fsp: student and teacher FSP matrices differ in shape"):
+        FSP()(s, t)
+    with pytest.raises(ValueError, match="^fsp: needs at least 2 layers per side, got 1$"):
+        FSP()(s[0], t[0])
+    with pytest.raises(ValueError, match=r"^fsp: needs feature maps \(B, C, H, W\)"):
+        FSP()([torch.randn(3, 4), torch.randn(3, 4)], [torch.randn(3, 4), torch.randn(3, 4)])
+    with pytest.raises(ValueError, match="^reduce: unknown 'max', choose from sum, mean$"):
+        FSP(reduce="max")
+
+
 # ---- registry and FeatureTap ------------------------------------------------------------------
 
 def test_check_loss_name():
@@ -237,7 +279,7 @@ def test_check_loss_name():
     with pytest.raises(ValueError) as err:
         check_loss_name("nope")
     assert str(err.value) == ("loss: unknown 'nope', choose from kd, dml, soft_ce, fitnet, "
-                              "attention, rkd_distance, rkd_angle, sp")
+                              "attention, fsp, rkd_distance, rkd_angle, sp")
 
 
 def test_feature_tap_records_and_rejects_unknown_layers():
@@ -289,10 +331,13 @@ def test_every_loss_on_every_model_pair(loss_name, student_name, teacher_name):
     student, s = outputs(student_name, "student", loss_name, teacher_name, x)
     teacher, t = outputs(teacher_name, "teacher", loss_name, student_name, x)  # with grad on: detaching is the loss's job
     loss = LOSSES[loss_name](s.shape[1], t.shape[1]) if loss_name == "fitnet" else LOSSES[loss_name]()
-    if loss_name == "attention" and s.dim() == 2:  # a fully connected net has no spatial map
-        with pytest.raises(ValueError, match=r"^attention: needs feature maps \(B, C, H, W\), got student"):
-            loss(s, t)
+    if loss_name in ("attention", "fsp") and s.dim() == 2:  # a fully connected net has no map
+        with pytest.raises(ValueError, match=rf"^{loss_name}: needs feature maps \(B, C, H, W\)"):
+            loss(s, t) if loss_name == "attention" else loss([s, s], [t, t])
         return
+    if loss_name == "fsp":  # the flow from a map to itself; adapters where the widths differ
+        loss = FSP([s.shape[1]] * 2, [t.shape[1]] * 2)
+        s, t = [s, s], [t, t]
     value = loss(s, t)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()

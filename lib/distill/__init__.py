@@ -10,6 +10,7 @@ from lib.distill.attention import AttentionTransfer, attention_map
 from lib.distill.dml import DML
 from lib.distill.features import FeatureTap
 from lib.distill.fitnet import FitNet
+from lib.distill.fsp import FSP, fsp_matrix
 from lib.distill.kd import KD, kd_criterion
 from lib.distill.refinery import SoftCE
 from lib.distill.rkd import RKDAngle, RKDDistance
@@ -23,6 +24,7 @@ LOSSES: dict[str, type] = {
     "soft_ce": SoftCE,
     "fitnet": FitNet,
     "attention": AttentionTransfer,
+    "fsp": FSP,
     "rkd_distance": RKDDistance,
     "rkd_angle": RKDAngle,
     "sp": SimilarityPreserving,
@@ -36,6 +38,6 @@ def check_loss_name(name: str) -> None:
 
 
 __all__ = ["LOSSES", "check_loss_name", "KD", "kd_criterion", "DML", "SoftCE", "FitNet",
-           "AttentionTransfer", "attention_map", "RKDDistance", "RKDAngle",
+           "AttentionTransfer", "attention_map", "FSP", "fsp_matrix", "RKDDistance", "RKDAngle",
            "SimilarityPreserving", "FeatureTap", "cached_logits", "Distill", "Term", "teacher_outputs",
            "weighted_ce"]

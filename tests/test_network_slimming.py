@@ -76,6 +76,18 @@ def test_training_learns_and_penalty_shrinks_gammas(smoke):
     trained = trials[trials.prune_ratio == 0]
     assert (trained.test_acc > 0.5).all()
     gammas = pd.read_csv(out / "gammas.csv")
+    # after: one |γ| per channel the fine-tuned pruned model kept (its widths)
+    after = gammas[gammas.stage == "finetuned"].groupby(["seed", "lam", "prune_ratio"]).size()
+    tuned = trials[trials.stage == "finetuned"].set_index(["seed", "lam", "prune_ratio"])
+    assert (after.loc[tuned.index] == tuned.widths.map(
+        lambda w: sum(map(int, w.split("-"))))).all()
+    gammas = gammas[gammas.stage == "trained"]  # before pruning
+    assert (gammas.prune_ratio == 0).all()
+    # the claims' polarisation column is the share of these |γ| under SMALL_GAMMA
+    from experiments.network_slimming.config import SMALL_GAMMA
+    share = gammas.groupby(["seed", "lam"]).gamma.apply(lambda g: (g.abs() < SMALL_GAMMA).mean())
+    pd.testing.assert_series_equal(trained.set_index(["seed", "lam"]).gamma_small_share.sort_index(),
+                                   share.sort_index(), check_names=False)
     median = gammas.groupby(["lam", "seed"]).gamma.median().unstack("lam")
     assert (median[0.01] < median[0.0] - 0.05).all()  # λ·sign(γ) pulls every γ towards 0
     low = trials[trials.prune_ratio == 0.3]
@@ -158,3 +170,43 @@ def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
 
     text = smoke_output_text("network_slimming", smoke.out, monkeypatch)
     assert "baseline test accuracy" in text and "fine-tuning recovers" in text
+
+
+# ---- the paper's claims (experiments/network_slimming/claims.py) on hand-made tables
+
+def claims_table(base=0.90, sparse=0.899, tuned=0.901, small=(0.0, 0.8), ratio=0.7) -> pd.DataFrame:
+    """3 seeds: the baseline (λ 0), the sparse model (λ 1e-2), each pruned at `ratio` and
+    fine-tuned; `small`: share of |γ| < 0.01 at λ 0 and λ 1e-2."""
+    rows = []
+    for seed, e in enumerate((0.0, 0.002, -0.002)):
+        for lam, trained, share in ((0.0, base, small[0]), (0.01, sparse, small[1])):
+            stage = "sparse" if lam else "baseline"
+            rows.append({"seed": seed, "lam": lam, "stage": stage, "prune_ratio": 0.0,
+                         "test_acc": trained + e * (2 if lam else 1), "gamma_small_share": share + e})
+            rows.append({"seed": seed, "lam": lam, "stage": "pruned", "prune_ratio": ratio,
+                         "test_acc": 0.3})
+            rows.append({"seed": seed, "lam": lam, "stage": "finetuned", "prune_ratio": ratio,
+                         "test_acc": (tuned if lam else 0.85) + 3 * e})
+    return pd.DataFrame(rows)
+
+
+def verdicts(trials: pd.DataFrame) -> dict:
+    from experiments.claims import evaluate
+    from experiments.network_slimming.claims import CLAIMS
+
+    return dict(zip(*evaluate(CLAIMS, trials)[["id", "verdict"]].T.values))
+
+
+def test_claims_of_the_paper_as_it_states_them():
+    assert verdicts(claims_table()) == {"sparsity_costs_little": "reproduced",
+                                        "penalty_polarises_gamma": "reproduced",
+                                        "pruned_70_matches_baseline": "reproduced"}
+
+
+def test_claims_fail_when_the_table_says_so():
+    v = verdicts(claims_table(sparse=0.87, tuned=0.88, small=(0.0, 0.0)))
+    assert set(v.values()) == {"not reproduced"}
+    assert verdicts(claims_table(ratio=0.5))["pruned_70_matches_baseline"] == "not tested at this scale"
+    two = pd.concat([claims_table(), claims_table(sparse=0.85).assign(
+        lam=lambda t: t.lam.where(t.lam == 0, 0.03))]).drop_duplicates(["seed", "lam", "stage", "prune_ratio"])
+    assert verdicts(two)["sparsity_costs_little"] == "partly"  # λ 1e-2 costs nothing, 3e-2 does

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from experiments.common import Context, Experiment, parse_floats, lazy
-from experiments.network_slimming.config import MODELS, SlimConfig, Trial, for_scale
+from experiments.network_slimming.config import MODELS, SMALL_GAMMA, SlimConfig, Trial, for_scale
 from lib.metrics import count_macs, count_params, latency_ms
 from lib.prune import structured
 from lib.prune.slimming import SlimmingHook, bn_gammas
@@ -80,9 +80,16 @@ def layer_widths(model: nn.Module) -> str:
     return "-".join(str(mods[n].weight.shape[0]) for n in prunable_units(model))
 
 
+def gamma_rows(model: nn.Module, **where) -> list[dict]:
+    """One row per BN channel of `model`: its |γ|, with the columns `where`."""
+    return [{**where, "layer": layer, "gamma": float(v)}
+            for layer, g in bn_gammas(model).items() for v in g.cpu()]
+
+
 def run_lam(ctx: Context, seed: int, lam: float, gammas: list[dict]) -> list[dict]:
     """The trained model for (seed, λ), then each ratio pruned and fine-tuned; their rows.
-    Appends the trained model's BN |γ| to `gammas`."""
+    Appends the BN |γ| of the trained model (stage "trained", before pruning) and of each
+    fine-tuned pruned model (stage "finetuned", after) to `gammas`."""
     cfg, setup, tag = ctx.cfg, ctx.cfg.setup, f"s{seed}-lam{lam:g}"
     batch = ctx.data.test_x[:cfg.latency_batch].cpu()
     trial = Trial(setup, seed, lam)
@@ -92,11 +99,12 @@ def run_lam(ctx: Context, seed: int, lam: float, gammas: list[dict]) -> list[dic
         run, model=setup.model, seed=seed, name=tag, train_cfg=setup.train,
         hooks_for=lambda m: [SlimmingHook(lam)] if lam > 0 else [],
         after=lambda m, _: {**measure(m, batch), "widths": layer_widths(m)})
-    for layer, g in bn_gammas(model).items():
-        gammas += [{"seed": seed, "lam": lam, "layer": layer, "gamma": float(v)} for v in g.cpu()]
+    trained = gamma_rows(model, seed=seed, lam=lam, stage="trained", prune_ratio=0.0)
+    gammas += trained
+    small = sum(abs(g["gamma"]) < SMALL_GAMMA for g in trained) / max(1, len(trained))
     base = {"seed": seed, "lam": lam, "method": "slimming" if lam > 0 else "baseline",
             "prune_ratio": 0.0, "run": res["run"]}
-    rows = [{**res, **base, "stage": "sparse" if lam > 0 else "baseline",
+    rows = [{**res, **base, "stage": "sparse" if lam > 0 else "baseline", "gamma_small_share": small,
              "early_stop_test_acc": res["test_acc"], "test_acc": res["final_test_acc"],
              "val_acc": res["final_val_acc"]}]
     print(f"{tag:>22}: test acc {res['final_test_acc']:.4f}", flush=True)
@@ -104,14 +112,15 @@ def run_lam(ctx: Context, seed: int, lam: float, gammas: list[dict]) -> list[dic
     scores = structured.importance("bn_gamma", model)  # |γ| of each prunable layer's BN
     for ratio in cfg.ratios:
         rows += prune_and_finetune(ctx, replace(trial, prune_ratio=ratio, min_keep=cfg.min_keep),
-                                   model, scores, base)
+                                   model, scores, base, gammas)
     return rows
 
 
 def prune_and_finetune(ctx: Context, trial: Trial, model: nn.Module, scores: dict,
-                       base: dict) -> list[dict]:
+                       base: dict, gammas: list[dict]) -> list[dict]:
     """`model` pruned under one global threshold at `trial.prune_ratio` (saved, evaluated),
-    then that saved model loaded back and fine-tuned: the rows of both stages."""
+    then that saved model loaded back and fine-tuned: the rows of both stages. Appends the
+    fine-tuned model's BN |γ| to `gammas`."""
     cfg = ctx.cfg
     ratio, tag = trial.prune_ratio, f"s{trial.seed}-lam{trial.lam:g}-r{trial.prune_ratio:g}"
     prun = ctx.run(trial)
@@ -136,6 +145,8 @@ def prune_and_finetune(ctx: Context, trial: Trial, model: nn.Module, scores: dic
     fres = ctx.train(frun, stage="finetune", name=f"{tag}-ft", seed=trial.seed,
                      train_cfg=cfg.finetune, after=after_finetune,
                      build=lambda: prun.load("pruned.pt", str(ctx.device), load_pruned))
+    tuned = frun.load("final.pt", "cpu", load_pruned)
+    gammas += gamma_rows(tuned, seed=trial.seed, lam=trial.lam, stage="finetuned", prune_ratio=ratio)
     print(f"{tag:>22}: pruned {pres['test_acc']:.4f} -> fine-tuned {fres['final_test_acc']:.4f}, "
           f"{pres['params']} params, widths {pres['widths']}", flush=True)
     prow = {**pres, **base, "prune_ratio": ratio, "stage": "pruned", "run": pres["run"]}

@@ -8,14 +8,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from experiments.claims import write_claims
 from experiments.common import Context
-from experiments.network_slimming.config import PAPER_STEPS_PER_EPOCH, PAPER_TRAIN, SlimConfig, lr_sum
+from experiments.network_slimming.claims import CLAIMS
+from experiments.network_slimming.config import (PAPER_STEPS_PER_EPOCH, PAPER_TRAIN, SMALL_GAMMA,
+                                                 SlimConfig, lr_sum)
 from experiments.provenance import footer_line
 from lib.report import (footer, line_plot, markdown, mean_sd, recipe_text, save_figure,
                         write_table, write_trials)
 from lib.runs import atomic_write_text
 
-SMALL_GAMMA = 0.01  # |γ| below this counts as switched off in the polarisation summary
 
 
 def paper_lam_factor(cfg: SlimConfig, n_train: int) -> float:
@@ -70,9 +72,15 @@ def speed_table(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def trained_gammas(gammas: pd.DataFrame) -> pd.DataFrame:
+    """|γ| of the trained models (before pruning); older gammas.csv files have no stage column."""
+    return gammas[gammas.stage == "trained"] if "stage" in gammas else gammas
+
+
 def gamma_table(gammas: pd.DataFrame) -> pd.DataFrame:
-    """Per λ: median |γ| and the share of |γ| < SMALL_GAMMA, mean ± sd over seeds."""
-    per_seed = gammas.groupby(["lam", "seed"]).gamma.agg(
+    """Per λ: median |γ| and the share of |γ| < SMALL_GAMMA of the trained models, mean ± sd
+    over seeds."""
+    per_seed = trained_gammas(gammas).groupby(["lam", "seed"]).gamma.agg(
         median="median", small=lambda g: (g.abs() < SMALL_GAMMA).mean(), top="max").reset_index()
     rows = []
     for lam, g in per_seed.groupby("lam"):
@@ -83,18 +91,28 @@ def gamma_table(gammas: pd.DataFrame) -> pd.DataFrame:
 
 
 def gamma_histograms(gammas: pd.DataFrame, path: Path) -> None:
-    """|γ| of every BN channel, one panel per λ, all seeds pooled."""
+    """|γ| of every BN channel, one column per λ, all seeds pooled: the trained model (before
+    pruning) on top; below it, the model pruned at the largest ratio and fine-tuned (after)."""
     lams = sorted(gammas.lam.unique())
-    fig, axes = plt.subplots(1, len(lams), figsize=(3.2 * len(lams), 3.2), squeeze=False,
-                             sharex=True)
+    after = gammas[gammas.stage == "finetuned"] if "stage" in gammas else gammas.iloc[:0]
+    ratio = after.prune_ratio.max() if len(after) else None
+    stages = [("trained", trained_gammas(gammas), "before pruning")]
+    if ratio is not None:
+        stages.append(("finetuned", after[after.prune_ratio == ratio],
+                       f"{ratio:.0%} pruned, fine-tuned"))
+    fig, axes = plt.subplots(len(stages), len(lams), figsize=(3.2 * len(lams), 3.0 * len(stages)),
+                             squeeze=False, sharex=True)
     top = float(gammas.gamma.abs().max())
-    for ax, lam in zip(axes[0], lams):
-        g = gammas[gammas.lam == lam].gamma.abs()
-        sns.histplot(g, bins=40, binrange=(0, top), ax=ax, color="C0" if lam == 0 else "C3")
-        ax.set(title=f"λ = {lam:g}" + (" (no penalty)" if lam == 0 else ""), xlabel="|γ|",
-               ylabel="channels")
-        ax.grid(alpha=0.3)
-    fig.suptitle("BatchNorm scales after training, with and without the L1 penalty", fontsize=10)
+    for row, (_, g_stage, label) in zip(axes, stages):
+        for ax, lam in zip(row, lams):
+            g = g_stage[g_stage.lam == lam].gamma.abs()
+            sns.histplot(g, bins=40, binrange=(0, top), ax=ax, color="C0" if lam == 0 else "C3")
+            ax.set(title=f"λ = {lam:g}" + (" (no penalty)" if lam == 0 else "") + f": {label}",
+                   xlabel="|γ|", ylabel="channels")
+            ax.title.set_fontsize(9)
+            ax.grid(alpha=0.3)
+    fig.suptitle("BatchNorm scales with and without the L1 penalty, before and after pruning",
+                 fontsize=10)
     save_figure(fig, ax, path, legend=False)
 
 
@@ -127,6 +145,7 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[dict]]) -> Path:
     write_table(out, header, markdown(paper_table(trials, factor)), extra,
                 footer(trials, footer_line(ctx.provenance(trials.run))))
 
+    write_claims(CLAIMS, trials, out, f"Liu et al. 2017, {s.model} on {s.dataset} ({ctx.scale})")
     gamma_histograms(gam, out / "gamma_hist.png")
     curve = trials[trials.stage.isin(["pruned", "finetuned"])].copy()
     start = trials[trials.prune_ratio == 0]

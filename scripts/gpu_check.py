@@ -51,10 +51,6 @@ SIZES = {"full": dict(cifar_train=49_000, cifar_test=9_000, lottery_iters=50_000
          "smoke": dict(cifar_train=300, cifar_test=100, lottery_iters=40, seeds=2)}
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def cifar_splits(name: str, device, size: str):
     from lib import data
 
@@ -101,7 +97,6 @@ def slice_kd(device, size: str) -> list[dict]:
 
 
 def slice_slimming(device, size: str) -> list[dict]:
-    import torch
 
     from experiments.network_slimming.config import for_scale
     from lib.metrics import count_macs, count_params
@@ -118,8 +113,7 @@ def slice_slimming(device, size: str) -> list[dict]:
     before = dict(params=count_params(model), macs=count_macs(model, shape))
     keep = structured.select_global(structured.importance("bn_gamma", model), ratio, cfg.min_keep)
     pruned = prune_channels(model, keep).to(device)
-    with torch.no_grad():
-        pruned_acc = evaluate(pruned.eval(), splits.test_x, splits.test_y)[1]
+    pruned_acc = evaluate(pruned, splits.test_x, splits.test_y)[1]
     after = dict(params=count_params(pruned), macs=count_macs(pruned, shape))
     fres = train(pruned, splits, one_epoch(cfg.finetune), seed=0)
     return [result_row(f"{cfg.setup.model}, sparsity training (λ={lam:g}), 1 epoch", res, **before),
@@ -130,7 +124,6 @@ def slice_slimming(device, size: str) -> list[dict]:
 def slice_ptq(device, size: str) -> list[dict]:
     import copy
 
-    import torch
 
     from experiments.quantization.config import for_scale
     from lib.quant import int8, qat
@@ -148,8 +141,7 @@ def slice_ptq(device, size: str) -> list[dict]:
         q = qat.prepare(copy.deepcopy(model), weight_spec=QuantSpec(bits=bits, per_channel=True),
                         act_spec=QuantSpec(bits=8))
         qat.calibrate_model(q, sample)
-        with torch.no_grad():
-            acc = evaluate(q.eval(), splits.test_x, splits.test_y)[1]
+        acc = evaluate(q, splits.test_x, splits.test_y)[1]
         rows.append(dict(name=f"PTQ fake-quant W{bits}A8 (on the device)", test_acc=acc,
                          seconds=round(time.perf_counter() - start, 2)))
     cpu = copy.deepcopy(model).cpu().eval()
@@ -160,8 +152,7 @@ def slice_ptq(device, size: str) -> list[dict]:
         return rows
     start = time.perf_counter()
     q8 = int8.to_int8(cpu, sample[:256].cpu())
-    with torch.inference_mode():
-        acc = evaluate(q8, splits.test_x.cpu(), splits.test_y.cpu())[1]
+    acc = evaluate(q8, splits.test_x.cpu(), splits.test_y.cpu())[1]
     rows.append(dict(name="int8 (CPU, lib.quant.int8)", test_acc=acc,
                      seconds=round(time.perf_counter() - start, 2)))
     return rows
@@ -432,6 +423,8 @@ def combine(results: list[dict]) -> dict:
 
 def write(result: dict, out_dir: Path) -> int:
     """<out>/<gpu>.md and .json; exit status 1 when a slice failed (named on stderr)."""
+    from benchmark import slug  # scripts/benchmark.py names its files the same way
+
     out = out_dir / slug(result["device_name"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

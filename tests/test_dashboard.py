@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 
 from cli import ROOT  # noqa: E402
 from experiments.dashboard import markdown_tables, report_run  # noqa: E402
-from wandb_records import offline_runs, records  # noqa: E402
+from wandb_records import finished_records, offline_runs  # noqa: E402
 
 TABLE = """# Lottery ticket
 
@@ -57,7 +57,7 @@ def test_the_report_run_holds_tables_plots_and_claims(tmp_path, monkeypatch):
     assert kinds == {"trials": "table-file", "means": "table-file", "claims": "table-file",
                      "plots/test_acc": "image-file"}, logged
     (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    assert any(r.WhichOneof("record_type") == "artifact" for r in records(path))
+    assert any(r.WhichOneof("record_type") == "artifact" for r in finished_records(path))
 
 
 def test_make_sync_uploads_every_offline_run(tmp_path):

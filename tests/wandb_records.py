@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
@@ -42,11 +43,28 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def finished_records(path: Path, wait_s: float = 30.0) -> list:
+    """The records of `path` once wandb has written the run's `exit` record. `run.finish()` can
+    return before wandb's writer process has flushed the file (seen on a loaded 2-core machine:
+    the read found the header but not yet the `run` record), so poll until the log is complete;
+    after `wait_s`, return what is there and let the caller's assertion say what is missing."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            recs = list(records(path))
+        except Exception:  # noqa: BLE001 - a record half-written at the end of the file
+            recs = []
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.1)
+
+
 def read_run(run_dir: Path) -> dict:
-    """{'run': run record, 'config': dict, 'history': [dict], 'summary': dict} of one run."""
+    """{'run': run record, 'config': dict, 'history': [dict], 'summary': dict} of one finished
+    run (waits for wandb to finish writing it: `finished_records`)."""
     path = next(Path(run_dir).glob("run-*.wandb"))
     out = {"run": None, "config": {}, "history": [], "summary": {}}
-    for rec in records(path):
+    for rec in finished_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["run"] = rec.run

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.claims import write_claims
 from experiments.common import Context
+from experiments.filter_importance.claims import CLAIMS
 from experiments.provenance import footer_line
 from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
                         write_table, write_trials)
@@ -55,6 +57,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     note = f" ({ft['train_wall_s'].sum():.0f} s of it fine-tuning)"
     produced_by = footer_line(ctx.provenance(trials.run))
     write_table(out, header, markdown(accuracy_table(trials)), footer(trials, produced_by, note))
+    write_claims(CLAIMS, trials, out, f"filter importance, {s.model} on {s.dataset} ({ctx.scale})")
 
     pruned = trials[trials.stage != "baseline"].copy()
     pruned["macs_reduction_%"] = (100 * pruned.macs_reduction).round(1)

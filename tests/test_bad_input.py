@@ -114,6 +114,9 @@ BAD_INPUT = {
         (("--lottery-lrs", "x"), "lottery_lrs: expected comma-separated numbers"),
         (("--lam", "-1"), "lam: must be >= 0, got -1.0"),
         (("--seeds", "0"), "seeds: must be >= 1, got 0"),
+        (("--methods", "l1,nope"), "methods: unknown 'nope', choose from l1, slimming, unstructured"),
+        (("--lottery-methods", "slimming"),
+         "lottery_methods: unknown 'slimming', choose from l1, unstructured"),
     ],
     "rkd": [
         (("--methods", "rkd_d,nope"), "methods: unknown 'nope', choose from " + ", ".join(RKD_METHODS)),

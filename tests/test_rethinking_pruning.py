@@ -13,7 +13,8 @@ from cli import ROOT, assert_report, assert_reused, smoke_fixture
 
 COLUMNS = ["method", "prune_ratio", "seed", "params", "macs", "test_acc", "variant", "lr", "epochs",
            "budget", "run"]
-VARIANTS = {"baseline", "pruned", "finetune", "scratch_e", "scratch_b", "ticket_init", "random_init"}
+VARIANTS = {"baseline", "baseline_long", "pruned", "finetune", "scratch_e", "scratch_b",
+            "ticket_init", "random_init"}
 PRUNED = ["pruned", "finetune", "scratch_e", "scratch_b", "ticket_init", "random_init"]
 
 
@@ -27,19 +28,20 @@ def test_columns_variants_and_files(smoke):
     assert set(trials.variant) == VARIANTS
     assert set(trials.method) == {"unpruned", "l1", "slimming", "unstructured"}
     assert set(trials.seed) == {0, 1}
-    # per seed: 3 large models (lr 0.1, lr 0.01, slimming), 3 methods x 4 variants, and
-    # 2 methods x 2 lrs x (ticket, random)
-    assert (trials.groupby("seed").size() == 3 + 12 + 8).all()
+    # per seed: 3 large models (lr 0.1, lr 0.01, slimming), the lr-0.1 one trained for
+    # Scratch-B's budget, 3 methods x 4 variants, and 2 methods x 2 lrs x (ticket, random)
+    assert (trials.groupby("seed").size() == 3 + 1 + 12 + 8).all()
     lottery = trials[trials.variant.isin(["ticket_init", "random_init"])]
     assert set(lottery.method) == {"l1", "unstructured"} and set(lottery.lr) == {0.01, 0.1}
-    table = assert_report(out, "rethinking_pruning", 42,
+    table = assert_report(out, "rethinking_pruning", 46,
                           "finetune_vs_scratch.png", "ticket_vs_random.png")
     for heading in ("## Fine-tuned vs trained from scratch", "## Winning-ticket init vs random init",
                     "| method | prune ratio | params | MACs | baseline | pruned | fine-tuned | Scratch-E"):
         assert heading in table
-    # 46 rows, 42 runs: at lr 0.1, random init is the Scratch-E run (l1 and unstructured)
-    assert trials.run.nunique() == len(trials) - 2 * 2
-    assert f"Trials: {len(trials) - 4}; summed training time" in table
+    # 48 rows, 46 runs: at lr 0.1, the unstructured random init is the Scratch-E run
+    assert trials.run.nunique() == len(trials) - 2
+    assert f"Trials: {len(trials) - 2}; summed training time" in table
+    assert (out / "claims.md").exists() and (out / "claims.csv").exists()
 
 
 @pytest.mark.smoke
@@ -111,12 +113,21 @@ def test_scratch_b_budget_and_shared_runs(smoke):
         factor = min(b.budget, 2.0)
         assert b.epochs / e.epochs == pytest.approx(factor, abs=0.05)
         assert b.epochs > e.epochs > v.loc[("finetune", 0.001)].epochs
-        if method in ("l1", "unstructured"):
-            # at the large model's lr, random init *is* Scratch-E; the ticket is another run
+        if method == "unstructured":  # a mask: random init *is* Scratch-E's start
             assert v.loc[("random_init", 0.1)].run == e.run
+        if method == "l1":  # Scratch-E starts from the smaller architecture's own init
+            assert v.loc[("random_init", 0.1)].run != e.run
+            # the random init has the ticket's per-layer scale; Scratch-E's is larger
+            tick, rand = v.loc[("ticket_init", 0.1)].init_std, v.loc[("random_init", 0.1)].init_std
+            assert rand == pytest.approx(tick, rel=0.1) and e.init_std > 1.25 * rand
+        if method in ("l1", "unstructured"):
             assert v.loc[("ticket_init", 0.1)].run != e.run
             assert v.loc[("ticket_init", 0.01)].run != v.loc[("random_init", 0.01)].run
     assert trials[trials.variant == "baseline"].run.nunique() == 3 * 2
+    long = trials[trials.variant == "baseline_long"].set_index("seed")
+    large = trials[(trials.variant == "baseline") & (trials.method == "unpruned")
+                   & (trials.lr == 0.1)].set_index("seed")
+    assert (long.epochs == 2 * large.epochs).all() and len(long) == 2
 
 
 @pytest.mark.smoke
@@ -131,12 +142,12 @@ def test_finished_trials_are_reused(smoke, tmp_path):
     first = trials[trials.seed == 0].reset_index(drop=True)
     cols = ["variant", "method", "lr", "run", "test_acc", "params"]
     pd.testing.assert_frame_equal(again[cols], first[cols])
-    assert "Produced by 1 invocation that trained 42 trials" in (out / "table.md").read_text()
+    assert "Produced by 1 invocation that trained 46 trials" in (out / "table.md").read_text()
 
 
 def test_ticket_init_is_the_original_init_restricted():
     """The structured ticket: the large model's initial filters at the kept indices."""
-    from experiments.rethinking_pruning.pruning import prune_model
+    from experiments.rethinking_pruning.pruning import RANDOM_INIT_SEED, prune_model
     from lib import models
 
     def fresh(s=0):
@@ -150,8 +161,16 @@ def test_ticket_init_is_the_original_init_restricted():
     keep = torch.argsort(first, descending=True, stable=True)[:8].sort().values
     assert torch.equal(ticket.features[0].weight, init.features[0].weight[keep])
     assert torch.equal(trained.features[0].weight, final.features[0].weight[keep])
-    assert rand.features[0].weight.shape == ticket.features[0].weight.shape
+    # the random init: another init of the large model, cut the same way (the ticket's scale)
+    other = fresh(RANDOM_INIT_SEED)
+    assert torch.equal(rand.features[0].weight, other.features[0].weight[keep])
     assert not torch.equal(rand.features[0].weight, ticket.features[0].weight)
+    # Scratch-E's start: the half-width VGG's own Kaiming fan-out init, √2 larger per conv
+    scratch = pr.start("scratch")
+    for a, b in zip(scratch.modules(), rand.modules()):
+        if isinstance(a, torch.nn.Conv2d):
+            assert a.weight.shape == b.weight.shape
+            assert (a.weight.std() / b.weight.std()).item() == pytest.approx(2 ** 0.5, rel=0.2)
     un = prune_model("unstructured", 0.8, final, init, fresh, seed=0, input_shape=(1, 28, 28))
     t, f = un.ticket().features[0].weight, final.features[0].weight
     kept = t != 0
@@ -170,18 +189,22 @@ def committed_trial(row, cfg):
                   base_lam=cfg.lam if row.method == "slimming" else 0.0)
     if row.variant == "baseline":
         return large
+    if row.variant == "baseline_long":
+        return replace(large, retrain=scaled(s.train, cfg.scratch_b_cap))
     retrain = {"pruned": None, "finetune": cfg.finetune, "scratch_e": s.train,
                "scratch_b": scaled(s.train, min(row.budget, cfg.scratch_b_cap))}
-    start = {"pruned": "trained", "finetune": "trained", "ticket_init": "ticket"}
+    scratch = "random" if row.method == "unstructured" else "scratch"
+    start = {"pruned": "trained", "finetune": "trained", "ticket_init": "ticket",
+             "random_init": "random", "scratch_e": scratch, "scratch_b": scratch}
     return replace(large, method=row.method, prune_ratio=row.prune_ratio,
                    min_keep=cfg.min_keep if row.method == "slimming" else 1,
-                   start=start.get(row.variant, "random"),
-                   retrain=retrain.get(row.variant, replace(s.train, lr=lr)))
+                   start=start[row.variant], retrain=retrain.get(row.variant, replace(s.train, lr=lr)))
 
 
 def test_committed_default_hashes():
     """The default preset still names the committed trials' run folders (no behaviour change):
-    every row of results/rethinking_pruning/default/trials.csv, all seven variants."""
+    every row of results/rethinking_pruning/default/trials.csv (the default runs l1 only for
+    fine-tuned vs scratch, so it has no slimming rows)."""
     from experiments.rethinking_pruning.config import for_scale
     from lib.runs import config_hash
 
@@ -205,3 +228,76 @@ def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
 
     text = smoke_output_text("rethinking_pruning", smoke.out, monkeypatch)
     assert "scratch vs fine-tuned" in text and "ticket vs random" in text
+
+
+# ---- the paper's claims (experiments/rethinking_pruning/claims.py) on hand-made tables
+
+NOISE = (0.000, 0.002, -0.002)  # per-seed wobble: differences vary, so the se is not zero
+
+
+def claims_table(acc: dict) -> pd.DataFrame:
+    """Rows of 3 seeds from {(method, variant, lr): accuracy}; ratios l1 0.5, unstructured 0.8."""
+    rows = []
+    for (method, variant, lr), a in acc.items():
+        ratio = {"l1": 0.5, "unstructured": 0.8, "slimming": 0.5}.get(method, 0.0)
+        for seed, e in enumerate(NOISE):
+            rows.append({"seed": seed, "method": method, "prune_ratio": ratio, "variant": variant,
+                         "lr": lr, "test_acc": a + e * (1 + (variant == "finetune"))})
+    return pd.DataFrame(rows)
+
+
+def verdicts(trials: pd.DataFrame) -> dict:
+    from experiments.claims import evaluate
+    from experiments.rethinking_pruning.claims import CLAIMS
+
+    return dict(zip(*evaluate(CLAIMS, trials)[["id", "verdict"]].T.values))
+
+
+PAPER = {("unpruned", "baseline", 0.1): 0.91, ("unpruned", "baseline", 0.01): 0.88,
+         ("l1", "finetune", 0.001): 0.89, ("l1", "scratch_e", 0.1): 0.895,
+         ("l1", "scratch_b", 0.1): 0.90,
+         ("l1", "ticket_init", 0.1): 0.895, ("l1", "random_init", 0.1): 0.896,
+         ("l1", "ticket_init", 0.01): 0.87, ("l1", "random_init", 0.01): 0.872,
+         ("unstructured", "finetune", 0.001): 0.90, ("unstructured", "scratch_b", 0.1): 0.905,
+         ("unstructured", "ticket_init", 0.1): 0.90, ("unstructured", "random_init", 0.1): 0.901,
+         ("unstructured", "ticket_init", 0.01): 0.88, ("unstructured", "random_init", 0.01): 0.86}
+
+
+def test_claims_of_the_paper_as_it_states_them():
+    v = verdicts(claims_table(PAPER))
+    assert v == {"l1_scratch_e_matches_finetune": "reproduced",
+                 "l1_scratch_b_matches_finetune": "reproduced",
+                 "slimming_scratch_b_matches_finetune": "not tested at this scale",
+                 "unstructured_scratch_b_matches_finetune": "reproduced",
+                 "ticket_no_gain_structured": "reproduced",
+                 "ticket_helps_unstructured_small_lr_only": "reproduced",
+                 "small_lr_is_worse": "reproduced"}
+
+
+def test_claims_fail_or_partly_hold_when_the_table_says_so():
+    # fine-tuning well ahead of scratch; the structured ticket ahead at lr 0.01 only; the
+    # unstructured ticket ahead at both lrs; lr 0.01 as good as 0.1 for the large model
+    t = claims_table({**PAPER, ("l1", "finetune", 0.001): 0.92,
+                      ("l1", "ticket_init", 0.01): 0.90,
+                      ("unstructured", "ticket_init", 0.1): 0.93,
+                      ("unpruned", "baseline", 0.01): 0.91})
+    v = verdicts(t)
+    assert v["l1_scratch_e_matches_finetune"] == v["l1_scratch_b_matches_finetune"] == "not reproduced"
+    assert v["ticket_no_gain_structured"] == "partly"  # no gain at 0.1, a gain at 0.01
+    assert v["ticket_helps_unstructured_small_lr_only"] == "partly"  # helps at 0.1 too
+    # the large model: lr 0.01 = 0.1 (not worse); the arms: random at 0.1 beats ticket at 0.01
+    assert v["small_lr_is_worse"] == "partly"
+    t = claims_table({**PAPER, ("unstructured", "ticket_init", 0.01): 0.85})
+    assert verdicts(t)["ticket_helps_unstructured_small_lr_only"] == "partly"  # hurts at 0.01
+
+
+def test_claims_untested_without_their_trials():
+    t = claims_table({k: a for k, a in PAPER.items() if k[0] != "unstructured" and k[1] != "scratch_e"})
+    v = verdicts(t)
+    assert v["l1_scratch_e_matches_finetune"] == "not tested at this scale"
+    assert v["unstructured_scratch_b_matches_finetune"] == "not tested at this scale"
+    assert v["ticket_helps_unstructured_small_lr_only"] == "not tested at this scale"
+    assert v["l1_scratch_b_matches_finetune"] == "reproduced"
+    slim = claims_table({**PAPER, ("slimming", "finetune", 0.001): 0.90,
+                         ("slimming", "scratch_b", 0.1): 0.80})
+    assert verdicts(slim)["slimming_scratch_b_matches_finetune"] == "not reproduced"

@@ -1,18 +1,23 @@
 """Rethinking the value of network pruning: fine-tuned vs trained from scratch, ticket vs random.
 
     python -m experiments.rethinking_pruning --scale smoke|default|paper [--seeds N] [--model vgg16]
+        [--methods l1,slimming,unstructured] [--lottery-methods l1,unstructured]
 
 For each seed, the large model is trained once per (learning rate, BN-γ penalty) it is needed
-at, and reused by every method (stage "train"). Then, per method (l1 filters, Network Slimming,
-unstructured magnitude) and prune ratio:
+at, and reused by every method (stage "train"). Then, per method of `methods` (l1 filters,
+Network Slimming, unstructured magnitude) and prune ratio:
 - pruned: its accuracy right after pruning, no training (stage "prune");
 - finetune: the pruned weights trained on with the fine-tuning recipe;
-- scratch_e: the pruned architecture (or mask) from a random init, the large model's epochs;
+- scratch_e: the pruned architecture (or mask) from a fresh init, the large model's epochs;
 - scratch_b: the same for epochs × min(cost ratio, cap), the same computation budget.
-And the lottery comparison (l1 and unstructured), at each learning rate of `lottery_lrs`: the
-large model trained at that rate, pruned, then retrained at it for its epochs from the winning
-ticket (its original init, restricted to what was kept) or from a random init. At the large
-model's own rate, random_init is the Scratch-E run itself (same config, same run folder).
+And the lottery comparison (`lottery_methods`: l1 and unstructured), at each learning rate of
+`lottery_lrs`: the large model trained at that rate, pruned, then retrained at it for its
+epochs from the winning ticket (its original init, restricted to what was kept) or from a
+random init of the large model restricted the same way (the same per-layer init scale as the
+ticket). Scratch-E of a filter-pruned net starts from a fresh init of the smaller architecture
+instead, as in the paper, whose filters start √2 larger at half width: at the large model's lr,
+Scratch-E vs random init measures what that init scale alone does. For unstructured pruning
+the two are one start, so random init at the large model's lr is the Scratch-E run itself.
 Trials live in runs/rethinking_pruning/<hash>/; finished ones are reused, killed ones resume.
 Outputs: results/rethinking_pruning/<scale>/.
 """
@@ -23,10 +28,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from experiments.common import Context, Experiment, each_seed, parse_floats, lazy
+from experiments.common import Context, Experiment, each_seed, lazy, parse_floats, parse_list
 from experiments.rethinking_pruning.config import (LOTTERY_METHODS, METHODS, MODELS, RethinkConfig,
                                                    Trial, for_scale, scaled)
-from experiments.rethinking_pruning.pruning import Pruned, prune_model
+from experiments.rethinking_pruning.pruning import Pruned, init_std, prune_model
 from lib.metrics import count_macs, count_params
 from lib.prune.slimming import SlimmingHook
 from lib.runs import atomic_torch_save
@@ -38,6 +43,10 @@ def flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{m}-ratios", default=None, help=f"comma list of {m} prune ratios in (0, 1)")
     p.add_argument("--lam", type=float, default=None, help="BN-γ L1 penalty of the slimming baseline")
     p.add_argument("--lottery-lrs", default=None, help="comma list of learning rates (ticket vs random)")
+    p.add_argument("--methods", default=None,
+                   help=f"comma list: fine-tuned vs scratch for these, from {', '.join(METHODS)}")
+    p.add_argument("--lottery-methods", default=None,
+                   help=f"comma list: ticket vs random init for these, from {', '.join(LOTTERY_METHODS)}")
 
 
 def configure(cfg: RethinkConfig, a: argparse.Namespace) -> RethinkConfig:
@@ -48,6 +57,10 @@ def configure(cfg: RethinkConfig, a: argparse.Namespace) -> RethinkConfig:
         changes["lottery_lrs"] = parse_floats(a.lottery_lrs, "lottery_lrs")
     if a.lam is not None:
         changes["lam"] = a.lam
+    if a.methods is not None:
+        changes["methods"] = parse_list(a.methods, METHODS, "methods")
+    if a.lottery_methods is not None:
+        changes["lottery_methods"] = parse_list(a.lottery_methods, LOTTERY_METHODS, "lottery_methods")
     return replace(cfg, **changes)
 
 
@@ -88,7 +101,8 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
         model.load_state_dict(run.load("final.pt", ctx.device))
         large[(lr, lam)] = model.eval()
         rows.append(row(res, method="slimming" if lam else "unpruned", prune_ratio=0.0,
-                        variant="baseline", lr=lr, epochs=epochs(setup.train), budget=1.0))
+                        variant="baseline", lr=lr, epochs=epochs(setup.train), budget=1.0,
+                        start="init", init_std=init_std(fresh())))
         print(f"{name:>40}: test acc {rows[-1]['test_acc']:.4f}", flush=True)
         return model
 
@@ -125,19 +139,33 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
                             after=lambda m, r: pr.measure(m))
         rows.append(row(res, method=method, prune_ratio=ratio, variant=variant,
                         lr=train_cfg.lr if train_cfg else lr,
-                        epochs=epochs(train_cfg) if train_cfg else 0.0, budget=pr.budget))
+                        epochs=epochs(train_cfg) if train_cfg else 0.0, budget=pr.budget,
+                        start=start, init_std=init_std(pr.start(start)) if start != "trained"
+                        else float("nan")))
         print(f"{name:>40}: test acc {rows[-1]['test_acc']:.4f}", flush=True)
         return pr
 
     lr0 = setup.train.lr
-    for method in METHODS:
+    if cfg.long_baseline:  # the convergence control: the large model for Scratch-B's budget
+        long_cfg = scaled(setup.train, cfg.scratch_b_cap)
+        run = ctx.run(Trial(setup, seed, retrain=long_cfg))
+        res = ctx.train(run, stage="train", name=f"s{seed}-large-lr{lr0:g}-long", seed=seed,
+                        train_cfg=long_cfg, build=fresh,
+                        after=lambda m, _: {"params": count_params(m), "macs": count_macs(m, shape)})
+        rows.append(row(res, method="unpruned", prune_ratio=0.0, variant="baseline_long", lr=lr0,
+                        epochs=epochs(long_cfg), budget=cfg.scratch_b_cap, start="init",
+                        init_std=init_std(fresh())))
+    for method in cfg.methods:
+        # the paper's Scratch-E/B: a fresh init of the pruned architecture (for a mask, of the
+        # masked large model: the same start as the lottery's random init)
+        scratch = "random" if method == "unstructured" else "scratch"
         for ratio in cfg.ratios(method):
             pr = retrain(method, ratio, lr0, "trained", "pruned")
             retrain(method, ratio, lr0, "trained", "finetune", cfg.finetune)
-            retrain(method, ratio, lr0, "random", "scratch_e", setup.train)
+            retrain(method, ratio, lr0, scratch, "scratch_e", setup.train)
             factor = min(pr.budget, cfg.scratch_b_cap)
-            retrain(method, ratio, lr0, "random", "scratch_b", scaled(setup.train, factor))
-    for method in LOTTERY_METHODS:
+            retrain(method, ratio, lr0, scratch, "scratch_b", scaled(setup.train, factor))
+    for method in cfg.lottery_methods:
         for ratio in cfg.ratios(method):
             for lr in cfg.lottery_lrs:
                 at_lr = replace(setup.train, lr=lr)
@@ -150,6 +178,7 @@ def row(res: dict, **fields) -> dict:
     """A trials.csv row: test_acc is the final weights' (fixed schedules, as the paper)."""
     return {**fields, "params": res["params"], "macs": res["macs"], "test_acc": res["final_test_acc"],
             "early_stop_test_acc": res["test_acc"], "val_acc": res.get("final_val_acc", res["val_acc"]),
+            "selected_last": res.get("selected_last", float("nan")),  # NaN: evaluated, not trained
             "train_wall_s": res["train_wall_s"], "run": res["run"]}
 
 

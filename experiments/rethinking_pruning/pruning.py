@@ -1,8 +1,16 @@
 """The three pruning methods, each turning a trained large model into a `Pruned` net.
 
-A `Pruned` knows how to start each retraining variant: from the large model's pruned weights
-(fine-tuning), from its initial weights restricted to what was kept (the winning ticket), or
-from a fresh random init of the pruned architecture / mask (Scratch-E, Scratch-B, random init).
+A `Pruned` knows how to start each retraining variant (`STARTS`):
+- trained: the large model's pruned weights (fine-tuning);
+- ticket: the large model's initial weights restricted to what was kept (the winning ticket);
+- random: a fresh init *of the large model*, restricted the same way: the ticket's control,
+  with the same per-layer init scale (the authors' lottery code masks the full model, so its
+  random init has that scale too);
+- scratch: a fresh init of the pruned architecture itself (Scratch-E, Scratch-B, as the paper's
+  main experiments). Kaiming fan-out init scales a conv's weights by 1/√(out channels), so the
+  filters of a VGG with half the channels start √2 larger than the ticket's; behind BN that
+  changes the effective learning rate. For unstructured pruning the architecture is the mask on
+  the large model, so scratch and random are one start.
 - l1: per conv, drop the `ratio` filters with the smallest L1 norm (Li et al. 2017); physical.
 - slimming: one global |γ| threshold over all BN channels (Liu et al. 2017) with a per-layer
   floor of `min_keep` channels, on a model trained with the BN-γ penalty; physical.
@@ -40,8 +48,23 @@ class Pruned:
     measure: Callable[[nn.Module], dict]  # params / macs of a (trained) net of this pruning
     budget: float
 
+    scratch: Callable[[], nn.Module] | None = None  # None: the same start as `random`
+
     def start(self, name: str) -> nn.Module:
+        if name == "scratch":
+            return (self.scratch or self.random)()
         return {"trained": self.trained, "ticket": self.ticket, "random": self.random}[name]()
+
+
+STARTS = ("trained", "ticket", "random", "scratch")
+
+
+def init_std(model: nn.Module) -> float:
+    """Mean over conv layers of the std of their non-zero weights (masked weights excluded):
+    the init scale a retraining variant starts from."""
+    stds = [m.weight[m.weight != 0].std().item() for m in model.modules()
+            if isinstance(m, nn.Conv2d) and (m.weight != 0).sum() > 1]
+    return sum(stds) / len(stds) if stds else float("nan")
 
 
 def check_prunable(model: nn.Module, method: str, ratio: float, min_keep: int = 1) -> None:
@@ -59,7 +82,7 @@ def check_prunable(model: nn.Module, method: str, ratio: float, min_keep: int = 
 
 
 def _structured(method: str, ratio: float, min_keep: int, final: nn.Module, init: nn.Module,
-                random_seed: int, input_shape) -> Pruned:
+                fresh: Callable[[int], nn.Module], random_seed: int, input_shape) -> Pruned:
     if method == "l1":
         pruned, keep = prune_structured(final, "l1", ratio)
     else:
@@ -67,7 +90,7 @@ def _structured(method: str, ratio: float, min_keep: int, final: nn.Module, init
     fam, arch = family(pruned), family(pruned).arch(pruned)
     device = next(final.parameters()).device
 
-    def random() -> nn.Module:
+    def scratch() -> nn.Module:
         torch.manual_seed(random_seed)
         return rebuild(fam.cls.__name__, arch).to(device)
 
@@ -76,7 +99,8 @@ def _structured(method: str, ratio: float, min_keep: int, final: nn.Module, init
 
     budget = count_macs(final, input_shape) / count_macs(pruned, input_shape)
     return Pruned(trained=lambda: copy.deepcopy(pruned), ticket=lambda: prune_channels(init, keep),
-                  random=random, hooks_for=lambda m: [], measure=measure, budget=budget)
+                  random=lambda: prune_channels(fresh(random_seed), keep), scratch=scratch,
+                  hooks_for=lambda m: [], measure=measure, budget=budget)
 
 
 def _unstructured(ratio: float, final: nn.Module, init: nn.Module, fresh: Callable[[int], nn.Module],
@@ -110,4 +134,4 @@ def prune_model(method: str, ratio: float, final: nn.Module, init: nn.Module,
     random_seed = RANDOM_INIT_SEED + seed
     if method == "unstructured":
         return _unstructured(ratio, final, init, fresh, random_seed, seed, input_shape)
-    return _structured(method, ratio, min_keep, final, init, random_seed, input_shape)
+    return _structured(method, ratio, min_keep, final, init, fresh, random_seed, input_shape)

@@ -1,8 +1,11 @@
 """Tables and figures of the rethinking-pruning experiment.
 
-table.md has three parts: fine-tuned vs Scratch-E vs Scratch-B per method and ratio (the
-paper's Tables 1-4), winning-ticket vs random init per learning rate (its Section 6), and every
-(method, ratio, variant, lr, epochs) group in full. Accuracies are in %, mean ± sd over seeds.
+table.md has four parts: fine-tuned vs Scratch-E vs Scratch-B per method and ratio (the
+paper's Tables 1-4), winning-ticket vs random init per learning rate (its Section 6), what the
+init scale alone does (Scratch-E's fresh init of the pruned architecture vs a random init with
+the ticket's scale), and every (method, ratio, variant, lr, epochs) group in full. Accuracies are
+in %, mean ± sd over seeds. claims.md / claims.csv judge the paper's claims
+(experiments/rethinking_pruning/claims.py).
 """
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from experiments.claims import write_claims
 from experiments.common import Context
 from experiments.provenance import footer_line
+from experiments.rethinking_pruning.claims import CLAIMS
 from lib.report import (aggregate, footer, markdown, mean_sd, mean_sd_table, recipe_text,
                         save_figure, write_table, write_trials)
 
-VARIANTS = ("baseline", "pruned", "finetune", "scratch_e", "scratch_b", "ticket_init", "random_init")
+VARIANTS = ("baseline", "baseline_long", "pruned", "finetune", "scratch_e", "scratch_b", "ticket_init", "random_init")
 BY = ["method", "prune_ratio", "variant", "lr", "epochs"]
 METRICS = ["test_acc", "params", "macs"]
 
@@ -50,6 +55,10 @@ def scratch_table(trials: pd.DataFrame, lr: float) -> pd.DataFrame:
                     "Scratch-B": pm(v["scratch_b"].test_acc),
                     "Scratch-B epochs": f"{v['scratch_b'].epochs.mean():.3g} "
                                         f"(cost ratio {v['scratch_b'].budget.mean():.2f})"})
+        long = trials[(trials.variant == "baseline_long") & (trials.lr == lr)]
+        if len(long) and method != "slimming":  # the large model for the same longest budget
+            out[-1]["large model, Scratch-B's epochs"] = (f"{pm(long.test_acc)} "
+                                                          f"({long.epochs.mean():.3g})")
     return pd.DataFrame(out)
 
 
@@ -65,6 +74,27 @@ def lottery_table(trials: pd.DataFrame) -> pd.DataFrame:
                     "ticket init": pm(tick), "random init": pm(rand),
                     "ticket − random": pm((tick - rand).dropna())})
     return pd.DataFrame(out).sort_values(["method", "prune ratio", "lr"]) if out else pd.DataFrame()
+
+
+def init_scale_table(trials: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """At the large model's `lr`, per structured method and ratio: the ticket, a random init with
+    the ticket's per-layer scale, and Scratch-E's fresh init of the pruned architecture, with the
+    mean std of their initial conv weights; scratch − random is the init scale's effect."""
+    out = []
+    at = trials[(trials.lr == lr) & (trials.method != "unstructured")]
+    for (method, ratio), g in at[at.variant.isin(["ticket_init", "random_init", "scratch_e"])] \
+            .groupby(["method", "prune_ratio"], sort=False):
+        v = {k: x.set_index("seed") for k, x in g.groupby("variant")}
+        if not {"ticket_init", "random_init", "scratch_e"} <= set(v):
+            continue
+        row = {"method": method, "prune ratio": ratio}
+        for name, label in (("ticket_init", "ticket"), ("random_init", "random init"),
+                            ("scratch_e", "Scratch-E")):
+            row[f"{label} init std"] = f"{v[name].init_std.mean():.3f}"
+            row[f"{label} acc"] = pm(v[name].test_acc)
+        row["Scratch-E − random"] = pm((v["scratch_e"].test_acc - v["random_init"].test_acc).dropna())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def bar_plot(trials: pd.DataFrame, path: Path, lr: float) -> None:
@@ -106,7 +136,7 @@ def lottery_plot(lot: pd.DataFrame, path: Path) -> None:
 
 
 def write_report(ctx: Context, rows: list[dict]) -> Path:
-    """trials.csv, table.md (three parts, see the module docstring) and the two plots."""
+    """trials.csv, table.md (four parts, see the module docstring), claims and the plots."""
     cfg, out = ctx.cfg, ctx.out
     trials = write_trials(rows, out, setup=cfg.setup)
     s, lr0 = cfg.setup, cfg.setup.train.lr
@@ -118,7 +148,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"threshold (each layer keeps ≥ {cfg.min_keep}), unstructured each layer's smallest "
         f"weights (masked, dense shape). fine-tuned: the pruned weights, "
         f"{recipe_text(cfg.finetune)}. Scratch-E: the "
-        f"pruned architecture (or mask) from a random init, the large model's recipe. Scratch-B: "
+        f"pruned architecture (or mask) from a fresh init, the large model's recipe. Scratch-B: "
         f"the same, epochs × min(cost ratio, {cfg.scratch_b_cap:g}); cost ratio = MACs large / "
         f"pruned (structured) or parameters / non-zero parameters (unstructured). Test accuracy "
         f"(%) of the final weights, mean ± sd over {cfg.seeds} seeds. params and MACs: pruned / "
@@ -128,9 +158,19 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     if len(lot):
         body += ("\n## Winning-ticket init vs random init\n\nThe large model is trained at `lr`, "
                  "pruned, and the pruned net retrained at the same `lr` and schedule from its "
-                 "original init restricted to what was kept (ticket) or from a random init. At "
-                 f"lr {lr0:g} random init is the Scratch-E run. ticket − random: mean ± sd of the "
-                 "per-seed difference.\n\n" + markdown(lot))
+                 "original init restricted to what was kept (ticket) or from a fresh init of the large "
+                 "model restricted the same way (random: the ticket's per-layer init scale). At "
+                 f"lr {lr0:g} the unstructured random init is the Scratch-E run. ticket − random: "
+                 "mean ± sd of the per-seed difference.\n\n" + markdown(lot))
+    scale = init_scale_table(trials, lr0)
+    if len(scale):
+        body += ("\n## Init scale alone (structured pruning, lr " f"{lr0:g})\n\nThe random init "
+                 "is a fresh init of the large model cut to the kept filters, so its per-layer "
+                 "scale is the ticket's; Scratch-E starts from a fresh init of the smaller "
+                 "architecture (Kaiming fan-out: 1/√(out channels), so larger filters at half "
+                 "width). init std: mean over conv layers of the std of the initial weights. "
+                 "Scratch-E − random: mean ± sd of the per-seed difference, the effect of the "
+                 "init scale alone.\n\n" + markdown(scale))
     agg = aggregate(trials, BY, METRICS)
     full = mean_sd_table(agg, BY, METRICS, digits={"params": 0, "macs": 0}, percent=["test_acc"])
     order = {v: i for i, v in enumerate(VARIANTS)}
@@ -142,6 +182,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     note = f" ({len(trials)} table rows: a run that two rows share counts once)"
     write_table(out, header, body, footer(runs, footer_line(ctx.provenance(trials.run)), note))
 
+    write_claims(CLAIMS, trials, out, f"Liu et al. 2019, {s.model} on {s.dataset} ({ctx.scale})")
     bar_plot(trials, out / "finetune_vs_scratch.png", lr0)
     lot_rows = trials[trials.variant.isin(["ticket_init", "random_init"])].copy()
     if len(lot_rows):

@@ -13,7 +13,10 @@ from torch import nn
 from cli import ROOT, assert_report, assert_reused, smoke_fixture
 from conftest import tiny_splits
 from experiments.common import SMOKE_DATA
+from experiments.claims import NOT, PARTLY, REPRODUCED, UNTESTED, VERDICTS, evaluate
+from experiments.logit_kd import claims
 from experiments.logit_kd.__main__ import EXPERIMENT
+from experiments.logit_kd.claims import CLAIMS
 from experiments.logit_kd.config import METHODS, Trial, for_scale
 from experiments.logit_kd.dml import Peers, PeerTracker, mutual_criterion
 from experiments.logit_kd.trials import Ensemble
@@ -81,7 +84,8 @@ def test_each_dml_peer_keeps_its_own_selected_weights():
     assert tracker.summary() == {"peer1_test_acc": best.peer1_test_acc,
                                  "peer1_val_acc": best.peer1_val_acc,
                                  "peer1_final_test_acc": curve.peer1_test_acc.iloc[-1],
-                                 "peer1_step": best.step}
+                                 "peer1_step": best.step,
+                                 "peer1_selected_last": best.step == curve.step.iloc[-1]}
     peer1 = models.build("vgg_tiny", shape, k)
     peer1.load_state_dict(tracker.result.best_state)
     assert evaluate(peer1, data.val_x, data.val_y)[0] == pytest.approx(best.peer1_val_loss)
@@ -91,10 +95,11 @@ def test_each_dml_peer_keeps_its_own_selected_weights():
 def test_paper_scale_configs():
     cfg = for_scale("paper", "resnet20").validate()
     assert (cfg.teacher.model, cfg.setup.model, cfg.setup.dataset) == ("resnet56", "resnet20", "cifar100")
-    assert "ta" not in cfg.methods and cfg.setup.train.augment
-    ta = for_scale("paper", "resnet8").validate()
-    assert ta.assistant == "resnet20" and "ta" in ta.methods
-    assert set(for_scale("default").validate().methods) == set(METHODS)
+    assert "ta" in cfg.methods and cfg.ta_student == "resnet8" and cfg.setup.train.augment
+    assert "ta" not in for_scale("paper", "resnet8").validate().methods  # nothing smaller
+    default = for_scale("default").validate()
+    assert set(default.methods) == set(METHODS)
+    assert (default.assistant, default.ta_student) == ("", "mlp_16")
 
 
 def test_committed_default_hashes():
@@ -107,25 +112,134 @@ def test_committed_default_hashes():
     teach = rows[rows.method == "teacher"].run.item()
     assert config_hash(cfg.teacher) == teach
     s, soft = cfg.setup, dict(T=cfg.T, alpha=cfg.alpha)
+    small = cfg.ta_student
     for seed, seed_rows in rows[rows.method != "teacher"].groupby("seed"):
-        run = {(r.method, r.generation): r.run for r in seed_rows.itertuples()}
-        student = run["student", 0]
-        expected = {("student", 0): Trial(s, seed),
-                    ("kd", 1): Trial(s, seed, "kd", generation=1, parent=teach, **soft),
-                    ("dml", 0): Trial(s, seed, "dml", peers=cfg.dml_peers),
-                    ("ban", 1): Trial(s, seed, "ban", generation=1, parent=student, **soft),
-                    ("ban", 2): Trial(s, seed, "ban", generation=2, parent=run["ban", 1], **soft),
-                    ("ban_ensemble", 2): Trial(s, seed, "ban_ensemble", generation=2,
-                                               parent=run["ban", 2]),
-                    ("lr", 1): Trial(s, seed, "lr", generation=1, parent=student, T=1.0,
-                                     alpha=1.0),
-                    ("ta_kd", 1): Trial(s, seed, "ta_kd", model=cfg.assistant, generation=1,
-                                        parent=teach, **soft),
-                    ("ta_kd", 2): Trial(s, seed, "ta_kd", generation=2, parent=run["ta_kd", 1],
-                                        **soft)}
+        run = {(r.method, r.student, r.generation): r.run for r in seed_rows.itertuples()}
+        m, student, kd = s.model, run["student", s.model, 0], run["kd", s.model, 1]
+        expected = {("student", m, 0): Trial(s, seed),
+                    ("kd", m, 1): Trial(s, seed, "kd", generation=1, parent=teach, **soft),
+                    ("dml", m, 0): Trial(s, seed, "dml", peers=cfg.dml_peers),
+                    ("ban", m, 1): Trial(s, seed, "ban", generation=1, parent=student, **soft),
+                    ("ban", m, 2): Trial(s, seed, "ban", generation=2, parent=run["ban", m, 1],
+                                         **soft),
+                    ("ban_ensemble", m, 2): Trial(s, seed, "ban_ensemble", generation=2,
+                                                  parent=run["ban", m, 2]),
+                    ("student", small, 0): Trial(s, seed, model=small),
+                    ("kd", small, 1): Trial(s, seed, "kd", model=small, generation=1,
+                                            parent=teach, **soft),
+                    ("ta_kd", small, 2): Trial(s, seed, "ta_kd", model=small, generation=2,
+                                               parent=kd, **soft)}
+        prev = student  # label refinery: as many generations as the stop rule ran
+        for g in sorted(seed_rows[seed_rows.method == "lr"].generation):
+            expected["lr", m, g] = Trial(s, seed, "lr", generation=g, parent=prev, T=1.0, alpha=1.0)
+            prev = run["lr", m, g]
         assert set(expected) == set(run)
         for key, trial in expected.items():
             assert config_hash(trial) == run[key], (seed, key)
+
+
+# ---- claims, on hand-made trials tables ------------------------------------------------------
+
+ALONE = [0.880, 0.885, 0.890]  # the student alone, seeds 0, 1, 2
+
+
+def claims_table(rows: dict, ta: bool = True) -> pd.DataFrame:
+    """A trials table: {(method, student, generation): accuracies of seeds 0..n−1 (or
+    (accuracies, improved flags) for lr)} plus the teacher and both students alone."""
+    base = {("student", "lenet_300_100", 0): ALONE}
+    if ta:
+        base[("student", "mlp_16", 0)] = [0.850, 0.852, 0.854]
+    out = [{"method": "teacher", "student": "resnet8", "generation": 0, "seed": 0, "peer": 0,
+            "test_acc": 0.924, "improved": None}]
+    for (method, student, gen), accs in {**base, **rows}.items():
+        accs, improved = accs if isinstance(accs, tuple) else (accs, [None] * len(accs))
+        for seed, (acc, imp) in enumerate(zip(accs, improved)):
+            if acc is not None:
+                out.append({"method": method, "student": student, "generation": gen, "seed": seed,
+                            "peer": 0, "test_acc": acc, "improved": imp})
+    return pd.DataFrame(out)
+
+
+def plus(points: list[float], base=ALONE) -> list[float]:
+    return [a + p / 100 for a, p in zip(base, points)]
+
+
+def verdict(claim_id: str, trials: pd.DataFrame) -> str:
+    return {c.id: c for c in CLAIMS}[claim_id].check(trials).verdict
+
+
+def test_claim_kd_beats_alone():
+    assert verdict("kd_beats_alone", claims_table({("kd", "lenet_300_100", 1): plus([0.5, 0.6, 0.4])})) == REPRODUCED
+    # mean +0.2 but se 0.33 (diffs +0.8, −0.4, +0.2): no
+    assert verdict("kd_beats_alone", claims_table({("kd", "lenet_300_100", 1): plus([0.8, -0.4, 0.2])})) == NOT
+    assert verdict("kd_beats_alone", claims_table({})) == UNTESTED
+    # the TA student's kd rows are not the main student's
+    assert verdict("kd_beats_alone", claims_table({("kd", "mlp_16", 1): [0.86] * 3,
+                                                   ("ta_kd", "mlp_16", 2): [0.86] * 3})) == UNTESTED
+
+
+def test_claim_dml_averages_the_peers_of_a_seed():
+    peers = pd.concat([claims_table({("dml", "lenet_300_100", 0): plus([0.6, 0.5, 0.7])}),
+                       claims_table({("dml", "lenet_300_100", 0): plus([-0.2, -0.1, -0.3])}, ta=False)
+                       .query("method == 'dml'").assign(peer=1)])
+    assert verdict("dml_peers_beat_alone", peers) == REPRODUCED  # +0.2 mean per seed, se 0
+    bad = peers.assign(test_acc=lambda d: d.test_acc.where(d.peer == 0, d.test_acc - 0.01))
+    assert verdict("dml_peers_beat_alone", bad) == NOT
+
+
+def test_claim_ban_generations_and_ensemble():
+    g1, g2 = plus([0.5, 0.4, 0.6]), plus([0.3, 0.2, 0.4])
+    t = claims_table({("ban", "lenet_300_100", 1): g1, ("ban", "lenet_300_100", 2): g2,
+                      ("ban_ensemble", "lenet_300_100", 2): plus([0.7, 0.6, 0.8])})
+    assert verdict("ban_beats_previous_generation", t) == PARTLY  # gen 1 > 0, gen 2 < gen 1
+    assert verdict("ban_ensemble_beats_members", t) == REPRODUCED
+    parts = claims.ban_generations(t)
+    assert [p.label for p in parts] == ["BAN gen 1 vs gen 0", "BAN gen 2 vs gen 1"]
+    assert parts[1].diff == pytest.approx(-0.2) and parts[1].paired
+    t2 = claims_table({("ban", "lenet_300_100", 1): g1, ("ban", "lenet_300_100", 2): plus([0.7, 0.6, 0.8]),
+                       ("ban_ensemble", "lenet_300_100", 2): plus([0.6, 0.5, 0.7])})
+    assert verdict("ban_beats_previous_generation", t2) == REPRODUCED
+    assert verdict("ban_ensemble_beats_members", t2) == PARTLY  # above gen 1, below gen 2
+    assert verdict("ban_ensemble_beats_members", claims_table({})) == UNTESTED
+
+
+def test_claim_label_refinery_and_its_stop_rule():
+    # seeds 0 and 1 improve at generation 1 (val) and stop at 2; seed 2 stops at 1
+    t = claims_table({("lr", "lenet_300_100", 1): (plus([0.4, 0.5, -0.3]), [True, True, False]),
+                      ("lr", "lenet_300_100", 2): ([0.8850, 0.8890, None], [False, False, None])})
+    parts = claims.lr_refines(t)
+    assert [p.n_a for p in parts] == [3, 2]  # generation 2 ran on seeds 0 and 1 only
+    assert parts[1].diff == pytest.approx(100 * ((0.885 + 0.889) - (0.884 + 0.890)) / 2)
+    assert verdict("label_refinery_refines", t) == NOT  # gen 1: +0.2 ± 0.25 se; gen 2 below
+    kept = claims.refinery_kept(t)
+    assert list(kept.generation) == [1, 1, 0]
+    assert list(kept.test_acc) == pytest.approx([0.884, 0.890, 0.890])
+    assert verdict("label_refinery_stop_rule", t) == REPRODUCED  # kept ≥ generation 0
+    worse = claims_table({("lr", "lenet_300_100", 1): (plus([-1.0, -1.2, -0.9]), [True, True, True])})
+    assert verdict("label_refinery_stop_rule", worse) == NOT
+    assert verdict("label_refinery_refines", worse) == NOT
+    up = claims_table({("lr", "lenet_300_100", 1): (plus([0.5, 0.6, 0.4]), [True, True, True])})
+    assert verdict("label_refinery_refines", up) == REPRODUCED
+    assert verdict("label_refinery_stop_rule", claims_table({})) == UNTESTED
+
+
+def test_claim_ta_beats_direct_kd():
+    direct = [0.860, 0.862, 0.864]
+    t = claims_table({("kd", "mlp_16", 1): direct,
+                      ("ta_kd", "mlp_16", 2): plus([0.3, 0.4, 0.5], direct)})
+    v = {c.id: c for c in CLAIMS}["ta_beats_direct_kd"].check(t)
+    assert v.verdict == REPRODUCED and "gap 7.20 points" in v.evidence
+    t = claims_table({("kd", "mlp_16", 1): direct,
+                      ("ta_kd", "mlp_16", 2): plus([-0.3, -0.4, -0.5], direct)})
+    assert verdict("ta_beats_direct_kd", t) == NOT
+    assert verdict("ta_beats_direct_kd", claims_table({}, ta=False)) == UNTESTED
+
+
+def test_every_claim_is_judged_on_the_committed_default_trials():
+    t = pd.read_csv(ROOT / "results" / "logit_kd" / "default" / "trials.csv")
+    table = evaluate(CLAIMS, t)
+    assert len(table) == len(CLAIMS) and set(table.verdict) <= set(VERDICTS)
+    assert (ROOT / "results" / "logit_kd" / "default" / "claims.md").exists()
 
 
 # ---- smoke run --------------------------------------------------------------------------------
@@ -146,6 +260,8 @@ def test_columns_methods_and_table(smoke):
     _, out, trials = smoke
     assert set(COLUMNS) <= set(trials.columns)
     assert set(trials.method) == {"teacher", "student", "kd", "dml", "ban", "ban_ensemble", "lr", "ta_kd"}
+    untrained = trials.method == "ban_ensemble"  # evaluated only: no learning curve
+    assert trials.selected_last.notna().equals(~untrained)
     students = trials[trials.method != "teacher"]
     assert set(students.seed) == {0, 1} and len(trials[trials.method == "teacher"]) == 1
     # 30 steps on 2,000 images: the student alone is far above chance (0.1)
@@ -153,12 +269,13 @@ def test_columns_methods_and_table(smoke):
     for seed, t in students.groupby("seed"):
         assert sorted(t[t.method == "ban"].generation) == [1, 2]
         assert sorted(t[t.method == "dml"].peer) == [0, 1]
-        assert t[t.method == "ta_kd"].set_index("generation").student.to_dict() == {1: "vgg_narrow", 2: "vgg_tiny"}
+        assert t[t.method == "ta_kd"].set_index("generation").student.to_dict() == {2: "mlp_16"}
+        assert set(t[t.method.isin(["student", "kd"])].student) == {"lenet_300_100", "mlp_16"}
     trained = len(set(trials.run))  # every trial of the table, the shared teacher included
     table = assert_report(out, "logit_kd", trained,
                           "accuracy_per_method.png", "accuracy_per_generation.png")
     assert "| method | teacher | student | generation | test acc % | Δ vs alone (pts) | n |" in table
-    assert "| teacher |  | resnet8 | 0 |" in table and "| student |  | vgg_tiny | 0 |" in table
+    assert "| teacher |  | resnet8 | 0 |" in table and "| student |  | lenet_300_100 | 0 |" in table
     assert "lowest validation loss" in table
 
 
@@ -168,7 +285,8 @@ def test_label_refinery_follows_its_stop_rule(smoke):
     for seed, lr in trials[trials.method == "lr"].groupby("seed"):
         lr = lr.sort_values("generation")
         assert list(lr.generation) == list(range(1, len(lr) + 1))
-        prev = trials[(trials.method == "student") & (trials.seed == seed)].val_acc.item()
+        prev = trials[(trials.method == "student") & (trials.seed == seed)
+                      & (trials.student == lr.student.iloc[0])].val_acc.item()
         for _, r in lr.iterrows():
             assert bool(r.improved) == (r.val_acc > prev)
             prev = r.val_acc
@@ -181,13 +299,15 @@ def test_label_refinery_follows_its_stop_rule(smoke):
 def test_chains_are_keyed_by_their_parents(smoke):
     base, _, trials = smoke
     for seed, t in trials[trials.method != "teacher"].groupby("seed"):
-        by = {(r.method, r.generation): r.run for r in t[t.peer == 0].itertuples()}
-        assert run_config(base, by["ban", 1])["parent"] == by["student", 0]
-        assert run_config(base, by["ban", 2])["parent"] == by["ban", 1]
-        assert run_config(base, by["ban_ensemble", 2])["parent"] == by["ban", 2]
-        assert run_config(base, by["lr", 1])["parent"] == by["student", 0]
-        assert run_config(base, by["ta_kd", 2])["parent"] == by["ta_kd", 1]
-        assert run_config(base, by["kd", 1])["parent"] == run_config(base, by["ta_kd", 1])["parent"]
+        by = {(r.method, r.student, r.generation): r.run for r in t[t.peer == 0].itertuples()}
+        m, small = "lenet_300_100", "mlp_16"
+        assert run_config(base, by["ban", m, 1])["parent"] == by["student", m, 0]
+        assert run_config(base, by["ban", m, 2])["parent"] == by["ban", m, 1]
+        assert run_config(base, by["ban_ensemble", m, 2])["parent"] == by["ban", m, 2]
+        assert run_config(base, by["lr", m, 1])["parent"] == by["student", m, 0]
+        # TA-KD: the assistant is the kd arm's trial; the small student's direct KD shares its teacher
+        assert run_config(base, by["ta_kd", small, 2])["parent"] == by["kd", m, 1]
+        assert run_config(base, by["kd", small, 1])["parent"] == run_config(base, by["kd", m, 1])["parent"]
     assert trials[trials.peer == 0].run.is_unique  # the DML peers share one run
 
 

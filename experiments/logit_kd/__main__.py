@@ -9,7 +9,9 @@ seed the student is trained alone on labels (also generation 0 of the chains), t
 - ban: Born-Again generations k = 1..G, each KD from generation k − 1, and the ensemble of 1..G;
 - lr: Label Refinery, generation k trained only on softmax(generation k − 1), while the
   validation accuracy improves (at most `refinery_max`);
-- ta: TA-KD, teacher -> assistant (KD) -> student (KD).
+- ta: TA-KD across a large gap: a smaller student (`ta_student`) trained alone, by KD from the
+  teacher, and by KD from an assistant (the main student's KD trial: teacher -> assistant ->
+  ta_student, each step plain KD).
 Every reported accuracy is the test accuracy at the best validation evaluation (lowest val
 loss), and those selected weights are what a chain hands down. Trials live in
 runs/logit_kd/<hash>/; finished ones are reused. Outputs: results/logit_kd/<scale>/.
@@ -29,13 +31,17 @@ def flags(p) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated, from {', '.join(METHODS)} (default: all; the student "
                         f"alone always runs)")
-    p.add_argument("--assistant", default=None, help="TA-KD's assistant model (default vgg_narrow)")
+    p.add_argument("--assistant", default=None,
+                   help="TA-KD's assistant model (default: the student, whose kd trial it is)")
+    p.add_argument("--ta-student", default=None, help="TA-KD's small student (default mlp_16)")
 
 
 def configure(cfg: LogitKDConfig, a) -> LogitKDConfig:
     cfg = replace(cfg, teacher=replace(cfg.teacher, **cfg.setup.data_fields()))  # the students' data
     if a.methods is not None:
         cfg = replace(cfg, methods=parse_list(a.methods, METHODS, "methods"))
+    if a.ta_student is not None:
+        cfg = replace(cfg, ta_student=a.ta_student)
     return cfg if a.assistant is None else replace(cfg, assistant=a.assistant)
 
 
@@ -70,13 +76,26 @@ def run_seed(ctx: Context, seed: int, teach: Source) -> list[dict]:
             if not row["improved"]:
                 break
             prev, prev_val = load(ctx, trial, f"{s.model} gen {g}"), row["val_acc"]
-    if "ta" in cfg.methods:  # teacher -> assistant -> student, each step plain KD
-        assistant = Trial(s, seed, "ta_kd", model=cfg.assistant, generation=1, parent=teach.hash,
-                          **soft)
+    if "ta" in cfg.methods:
+        rows += run_ta(ctx, seed, teach)
+    return rows
+
+
+def run_ta(ctx: Context, seed: int, teach: Source) -> list[dict]:
+    """TA-KD: `ta_student` alone, by KD from the teacher, and by KD from the assistant, which
+    is itself KD from the teacher (the kd arm's trial when the assistant is the main student)."""
+    cfg, s = ctx.cfg, ctx.cfg.setup
+    soft, small, rows = dict(T=cfg.T, alpha=cfg.alpha), cfg.ta_student, []
+    other = cfg.assistant if cfg.assistant not in ("", s.model) else ""
+    assistant = Trial(s, seed, "kd", model=other, generation=1, parent=teach.hash, **soft)
+    if other or "kd" not in cfg.methods:  # else the kd arm above is this very trial
         rows.append(train(ctx, assistant, teach, f"s{seed}-ta-assistant"))
-        ta = load(ctx, assistant, cfg.assistant)
-        rows.append(train(ctx, Trial(s, seed, "ta_kd", generation=2, parent=ta.hash, **soft), ta,
-                          f"s{seed}-ta-student"))
+    ta = load(ctx, assistant, other or s.model)
+    rows.append(train(ctx, Trial(s, seed, model=small), name=f"s{seed}-{small}"))
+    rows.append(train(ctx, Trial(s, seed, "kd", model=small, generation=1, parent=teach.hash,
+                                 **soft), teach, f"s{seed}-{small}-kd"))
+    rows.append(train(ctx, Trial(s, seed, "ta_kd", model=small, generation=2, parent=ta.hash,
+                                 **soft), ta, f"s{seed}-{small}-ta"))
     return rows
 
 
@@ -89,14 +108,15 @@ def run(ctx: Context) -> list[dict]:
     teacher_row = {"method": "teacher", "teacher": "", "student": spec.model, "seed": spec.seed,
                    "generation": 0, "peer": 0, "test_acc": res["final_test_acc"],
                    "val_acc": res["final_val_acc"], "best_val_test_acc": res["test_acc"],
-                   "train_wall_s": res["train_wall_s"], "run": teach.hash}
+                   "train_wall_s": res["train_wall_s"], "run": teach.hash,
+                   "selected_last": res.get("selected_last")}
     return [teacher_row, *(row for seed in range(ctx.cfg.seeds) for row in run_seed(ctx, seed, teach))]
 
 
 write_report = lazy("experiments.logit_kd.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="logit_kd", doc=__doc__, for_scale=for_scale,
-    model={"smoke": "vgg_tiny", "default": "vgg_tiny", "paper": "resnet20"},  # RepDistiller's pair
+    model={"smoke": "lenet_300_100", "default": "lenet_300_100", "paper": "resnet20"},
     model_help="the student", flags=flags, configure=configure,
     report=write_report, run=run)
 main = EXPERIMENT.main

@@ -21,9 +21,10 @@ from lib.train import TrainConfig
 METHODS = ("kd", "dml", "ban", "lr", "ta")
 
 
-# SGD + momentum, cosine, as the shared teacher (students and teacher differ in length only)
+# SGD + momentum + weight decay, cosine, as the shared teacher (students and teacher differ in
+# length only; channels_last is for the conv students of the paper scale)
 STUDENT = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-               schedule="cosine", channels_last=True)
+               schedule="cosine")
 
 
 def student_recipe(**kw) -> TrainConfig:
@@ -32,8 +33,11 @@ def student_recipe(**kw) -> TrainConfig:
 
 @dataclass(frozen=True)
 class Setup(common.Setup):
-    model: str = "vgg_tiny"  # the student
-    train: TrainConfig = recipe(**STUDENT, epochs=3.0)
+    model: str = "lenet_300_100"  # the student (Hinton's MNIST students are MLPs too)
+    # trained to convergence: cosine over at most 20 epochs, stopped once the validation loss has
+    # not improved for 5 evaluations (one per epoch), so no trial is selected while still
+    # learning (README: a 30-epoch curve of the student alone has its minimum at 80% of training)
+    train: TrainConfig = recipe(**STUDENT, epochs=20.0, patience=5)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,11 @@ class Trial:
 class LogitKDConfig(common.Config):
     setup: Setup = field(default_factory=Setup)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    assistant: str = "vgg_narrow"  # TA-KD: between teacher and student in size
+    # TA-KD: teacher -> assistant -> ta_student, each step plain KD, against teacher ->
+    # ta_student directly. The assistant is the main student ("" = setup.model), so its KD trial
+    # is the kd arm's own; ta_student is smaller, so that the teacher-student gap is large.
+    assistant: str = ""
+    ta_student: str = "mlp_16"
     seeds: int = 3
     methods: tuple[str, ...] = METHODS
     T: float = 4.0  # Hinton KD, Born-Again and TA-KD (RepDistiller's T = 4, α = 0.9)
@@ -73,11 +81,16 @@ class LogitKDConfig(common.Config):
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods: unknown '{m}', choose from {', '.join(METHODS)}")
-        if "ta" in self.methods:
-            if not self.assistant:
-                raise ValueError(f"assistant: none set for teacher {self.teacher.model} and student "
-                                 f"{self.setup.model} at this scale; drop 'ta' from --methods")
+        if self.assistant:
             models.check_model_name(self.assistant)
+        if "ta" in self.methods:
+            if not self.ta_student:
+                raise ValueError(f"ta_student: none set for teacher {self.teacher.model} and "
+                                 f"student {self.setup.model} at this scale; drop 'ta' from --methods")
+            models.check_model_name(self.ta_student)
+            if self.ta_student in (self.setup.model, self.assistant):
+                raise ValueError(f"ta_student: must differ from the assistant "
+                                 f"({self.assistant or self.setup.model}), got {self.ta_student}")
         self.setup.check_same_data(self.teacher, "teacher")
         require(self.T > 0, "T", "> 0", self.T)
         require(0.0 <= self.alpha <= 1.0, "alpha", "in [0, 1]", self.alpha)
@@ -87,23 +100,25 @@ class LogitKDConfig(common.Config):
         return self
 
 
-def for_scale(scale: str, model: str = "vgg_tiny") -> LogitKDConfig:
+def for_scale(scale: str, model: str = "lenet_300_100") -> LogitKDConfig:
     if scale == "smoke":  # the one smoke teacher every distillation experiment shares
         setup = Setup(model=model, **SMOKE_DATA, train=student_recipe(iterations=30, eval_every=15))
         return LogitKDConfig(setup=setup, teacher=TeacherSpec.smoke(), seeds=2, ban_generations=2,
                              refinery_max=2)
     if scale == "default":
-        # ~20 s per vgg_tiny student on 2 cores: 3 seeds x (student, kd, 2 dml peers, 2 ban, <= 2
-        # lr, ta student) + 3 vgg_narrow assistants ~ 11 min, plus the shared teacher once (~3 min)
-        return LogitKDConfig(setup=Setup(model=model), ban_generations=2, refinery_max=2)
+        # ~2.5 s per epoch of the MLP student on one thread: 3 seeds x (student, kd, 2 dml peers,
+        # 2 ban, <= 2 lr, 3 small mlp_16 TA-KD arms) x <= 20 epochs ~ 22 min, plus the teacher once
+        return LogitKDConfig(setup=Setup(model=model), seeds=3, ban_generations=2,
+                             refinery_max=2)
     # RepDistiller's CIFAR-100 recipe: SGD 0.05, batch 64, 240 epochs, lr /10 at 150, 180, 210
     recipe = student_recipe(lr=0.05, batch_size=64, epochs=240.0, schedule="step",
-                            milestones=(150 / 240, 180 / 240, 210 / 240), augment=True)
+                            milestones=(150 / 240, 180 / 240, 210 / 240), augment=True,
+                            channels_last=True)
     setup = Setup(dataset="cifar100", model=model, train=recipe)
     spec = TeacherSpec(dataset="cifar100", model="resnet56", train=recipe)
-    # TA-KD needs a network between teacher and student: for resnet56 -> resnet20 that would
-    # be resnet32/44, not in the registry; with --model resnet8 the TA paper's resnet20 serves
-    assistant = "resnet20" if model == "resnet8" else ""
-    methods = METHODS if assistant else tuple(m for m in METHODS if m != "ta")
-    return LogitKDConfig(setup=setup, teacher=spec, assistant=assistant, methods=methods,
+    # TA-KD as in the TA paper's ResNet chain: resnet56 -> resnet20 (the assistant, = the kd
+    # trial of --model resnet20) -> resnet8; other students have no smaller registered ResNet
+    ta_student = "resnet8" if model == "resnet20" else ""
+    methods = METHODS if ta_student else tuple(m for m in METHODS if m != "ta")
+    return LogitKDConfig(setup=setup, teacher=spec, ta_student=ta_student, methods=methods,
                          ban_generations=3, refinery_max=5)

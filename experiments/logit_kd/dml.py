@@ -65,7 +65,7 @@ def mutual_criterion(peers: Peers):
 
 # the row columns of peer k >= 1, from its result entries `peer<k>_<key>` (PeerTracker.summary)
 PEER_KEYS = {"test_acc": "test_acc", "val_acc": "val_acc", "final_test_acc": "final_test_acc",
-             "early_stop_iter": "step"}
+             "early_stop_iter": "step", "selected_last": "selected_last"}
 
 
 class PeerTracker(Hook):
@@ -93,7 +93,8 @@ class PeerTracker(Hook):
         """This peer's selected and final numbers (the keys of the trial's result.json)."""
         best, last, p = self.result.early_stop, self.result.final, self.prefix
         return {f"{p}test_acc": best["test_acc"], f"{p}val_acc": best["val_acc"],
-                f"{p}final_test_acc": last["test_acc"], f"{p}step": best["step"]}
+                f"{p}final_test_acc": last["test_acc"], f"{p}step": best["step"],
+                f"{p}selected_last": best["step"] == last["step"]}
 
     def state_dict(self) -> dict:
         return {"step": self.step, "history": self.result.history, "state": self.result.best_state}
@@ -130,6 +131,6 @@ def train_dml(ctx: Context, trial: Trial, name: str) -> list[dict]:
     rows = []
     for k in range(trial.peers):  # peer 0's numbers are the loop's own
         own = {col: res[f"peer{k}_{key}"] for col, key in PEER_KEYS.items()} if k else {}
-        r = row(ctx, trial, {**res, **own}, f"{name}-peer{k}", f"{trial.peers - 1} peer(s)")
-        rows.append({**r, "peer": k})
+        rows.append(row(ctx, trial, {**res, **own}, f"{name}-peer{k}", f"{trial.peers - 1} peer(s)",
+                        peer=k))
     return rows

@@ -7,7 +7,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from experiments.claims import write_claims
 from experiments.common import Context
+from experiments.logit_kd.claims import CLAIMS, refinery_kept
 from experiments.provenance import footer_line
 from lib.report import (aggregate, footer, markdown, mean_sd_table, recipe_text, save_figure,
                         write_table, write_trials)
@@ -17,36 +19,28 @@ ORDER = ("teacher", "student", "kd", "dml", "ban", "ban_ensemble", "lr", "lr_sto
 
 
 def refinery_stop_rule(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per seed, the Label Refinery generation the stop rule keeps: the last one that improved
-    validation accuracy over its predecessor (generation 0, the student alone, if none did)."""
-    rows = []
-    for seed, lr in trials[trials.method == "lr"].groupby("seed"):
-        lr = lr.sort_values("generation")
-        kept = trials[(trials.method == "student") & (trials.seed == seed)].iloc[0]
-        for _, r in lr.iterrows():
-            if not r.improved:
-                break
-            kept = r
-        rows.append({**kept.to_dict(), "method": "lr_stop_rule", "kept": int(kept.generation)})
-    out = pd.DataFrame(rows)
+    """The lr_stop_rule rows: per seed, the generation Label Refinery's stop rule keeps."""
+    out = refinery_kept(trials)
     if len(out):  # one table row whatever generation each seed kept
+        out["kept"] = out.generation.astype(int)
+        out["method"] = "lr_stop_rule"
         out["teacher"] = f"generation kept per seed: {', '.join(map(str, out.kept))}"
         out["generation"] = float("nan")
     return out
 
 
 def paired_delta(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
-    """Per table row: mean ± sd over seeds of (its test acc − the student alone's), in points;
-    blank for other architectures (the TA-KD assistant)."""
+    """Per table row: mean ± sd over seeds of (its test acc − the same model's student alone),
+    in points; blank for a model trained only as an assistant (no student-alone row)."""
     students = trials[trials.method == "student"]
-    alone, alone_model = students.set_index("seed").test_acc, students.student.iloc[0]
     out = []
     for _, key in table_rows.iterrows():
         sel = trials
         for c in BY:
             same = sel[c].isna() if pd.isna(key[c]) else sel[c] == key[c]
             sel = sel[same]
-        if key.method in ("teacher", "student") or key.student != alone_model:
+        alone = students[students.student == key.student].set_index("seed").test_acc
+        if key.method in ("teacher", "student") or not len(alone):
             out.append("")
             continue
         d = 100 * (sel.test_acc.to_numpy() - alone.loc[sel.seed].to_numpy())
@@ -81,8 +75,9 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"on softmax(previous generation) only; DML trains {cfg.dml_peers} peers together "
         f"(simultaneous updates; one row per peer, so n = peers × seeds). Generation 0 of ban "
         f"and lr is the student alone. lr_stop_rule: per seed, the last refinement that "
-        f"improved validation accuracy (at most {cfg.refinery_max}). TA-KD: generation 1 is the "
-        f"assistant ({cfg.assistant}), generation 2 the student. **Selection: each accuracy is "
+        f"improved validation accuracy (at most {cfg.refinery_max}). TA-KD: the smaller "
+        f"{cfg.ta_student} alone (student), by KD from the teacher (kd) and through the assistant "
+        f"({cfg.assistant or s.model}, its kd trial; ta_kd generation 2). **Selection: each accuracy is "
         f"the test accuracy at the evaluation with the lowest validation loss (never selected "
         f"on test); those weights are what a chain passes on.** Δ: paired by seed against the "
         f"student alone. Mean ± sd over seeds.\n\n")
@@ -91,6 +86,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
             f"feature_kd and rkd)")
     write_table(out, header, markdown(table),
                 footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
+    write_claims(CLAIMS, trials, out, f"logit distillation ({scale} scale)")
     method_plot(full, out / "accuracy_per_method.png", f"{t.model} -> {s.model}, {s.dataset}")
     generation_plot(trials, out / "accuracy_per_generation.png")
     return out
@@ -111,8 +107,8 @@ def method_plot(full: pd.DataFrame, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8.4, 4.6))
     sns.pointplot(data=df, x="label", y="test_acc", order=order, errorbar="sd", linestyles="none",
                   capsize=0.3, ax=ax)
-    ax.axhline(df[df.method == "student"].test_acc.mean(), color="grey", ls="--", lw=1,
-               label="student alone (mean)")
+    ax.axhline(df[(df.method == "student") & (df.student == student)].test_acc.mean(),
+               color="grey", ls="--", lw=1, label=f"{student} alone (mean)")
     ax.set(title=f"Test accuracy per method: {title}", xlabel="", ylabel="test accuracy (± sd)")
     ax.tick_params(axis="x", rotation=45)
     for t in ax.get_xticklabels():
@@ -127,7 +123,8 @@ def generation_plot(trials: pd.DataFrame, path: Path) -> None:
     for method in ("ban", "lr"):
         chain = trials[trials.method == method]
         if len(chain):
-            gen0 = trials[trials.method == "student"].assign(method=method)
+            gen0 = trials[(trials.method == "student")
+                          & (trials.student == chain.student.iloc[0])].assign(method=method)
             parts.append(pd.concat([gen0, chain]))
     ens = trials[trials.method == "ban_ensemble"]
     if len(ens):

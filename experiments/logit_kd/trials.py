@@ -80,14 +80,15 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
     return row(ctx, trial, res, name, source.label if source else "")
 
 
-def row(ctx: Context, trial: Trial, res: dict, name: str, teacher: str) -> dict:
+def row(ctx: Context, trial: Trial, res: dict, name: str, teacher: str, peer: int = 0) -> dict:
     """The trials.csv row of `trial` (printed as it is made)."""
     print(f"{name:>22}: test acc {res['test_acc']:.4f} (val {res['val_acc']:.4f})", flush=True)
     return {"method": trial.method, "teacher": teacher,
             "student": trial.model or ctx.cfg.setup.model, "seed": trial.seed,
-            "generation": trial.generation, "peer": 0, "T": trial.T, "alpha": trial.alpha,
+            "generation": trial.generation, "peer": peer, "T": trial.T, "alpha": trial.alpha,
             "test_acc": res["test_acc"], "val_acc": res["val_acc"],
             "final_test_acc": res["final_test_acc"], "early_stop_iter": res["early_stop_iter"],
+            "selected_last": res.get("selected_last"),
             "train_wall_s": res["train_wall_s"], "run": res.get("run", "")}
 
 

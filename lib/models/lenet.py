@@ -45,3 +45,9 @@ def mlp_1200(input_shape, num_classes, hidden: tuple[int, ...] = (1200, 1200), *
 def mlp_800(input_shape, num_classes, hidden: tuple[int, ...] = (800, 800), **kw) -> nn.Module:
     """Hinton et al.'s MNIST student, 784-800-800-10."""
     return MLP(input_shape, num_classes, hidden=tuple(hidden))
+
+
+@register("mlp_16")
+def mlp_16(input_shape, num_classes, hidden: tuple[int, ...] = (16,), **kw) -> nn.Module:
+    """One hidden layer of 16 units (~12.7k parameters on 28x28): logit_kd's small TA-KD student."""
+    return MLP(input_shape, num_classes, hidden=tuple(hidden))

@@ -39,7 +39,9 @@ BAD_INPUT = {
         (("--methods", "kd,nope"), "methods: unknown 'nope', choose from kd, dml, ban, lr, ta"),
         (("--model", "nope"), "model: unknown 'nope'"),
         (("--assistant", "nope"), "model: unknown 'nope'"),
-        (("--scale", "paper", "--methods", "ta"), "assistant: none set"),
+        (("--scale", "paper", "--model", "resnet8", "--methods", "ta"), "ta_student: none set"),
+        (("--ta-student", "nope"), "model: unknown 'nope'"),
+        (("--ta-student", "lenet_300_100"), "ta_student: must differ from the assistant"),
         (("--seeds", "0"), "seeds: must be >= 1"),
     ],
     "lottery_ablation": [

@@ -13,7 +13,8 @@ from torch import nn
 from cli import ROOT, assert_report, assert_reused, smoke_fixture
 from conftest import tiny_splits
 from experiments.common import SMOKE_DATA
-from experiments.claims import NOT, PARTLY, REPRODUCED, UNTESTED, VERDICTS, evaluate
+from experiments.claims import NOT, PARTLY, REPRODUCED, UNTESTED, VERDICTS
+from experiments.claims import evaluate as evaluate_claims
 from experiments.logit_kd import claims
 from experiments.logit_kd.__main__ import EXPERIMENT
 from experiments.logit_kd.claims import CLAIMS
@@ -237,7 +238,7 @@ def test_claim_ta_beats_direct_kd():
 
 def test_every_claim_is_judged_on_the_committed_default_trials():
     t = pd.read_csv(ROOT / "results" / "logit_kd" / "default" / "trials.csv")
-    table = evaluate(CLAIMS, t)
+    table = evaluate_claims(CLAIMS, t)
     assert len(table) == len(CLAIMS) and set(table.verdict) <= set(VERDICTS)
     assert (ROOT / "results" / "logit_kd" / "default" / "claims.md").exists()
 

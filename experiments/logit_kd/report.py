@@ -65,11 +65,10 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     table = table.rename(columns={"test_acc": "test acc %"})
 
     s, t = cfg.setup, cfg.teacher
-    r = s.train
     header = (
         f"# Logit distillation: {t.model} -> {s.model} on {s.dataset} ({scale} scale)\n\n"
-        f"Every student: {recipe_text(r)}. Teacher ({t.model}, seed {t.seed}, trained once and "
-        f"shared): {recipe_text(t.train)}; its row is the test accuracy of the "
+        f"Every student: {recipe_text(s.train)}. Teacher ({t.model}, seed {t.seed}, trained "
+        f"once and shared): {recipe_text(t.train)}; its row is the test accuracy of the "
         f"final weights the students learn from. KD, Born-Again (ban) and TA-KD use "
         f"`α·T²·KL + (1 − α)·CE` with α = {cfg.alpha}, T = {cfg.T}; Label Refinery (lr) trains "
         f"on softmax(previous generation) only; DML trains {cfg.dml_peers} peers together "

@@ -107,8 +107,9 @@ def for_scale(scale: str, model: str = "lenet_300_100") -> LogitKDConfig:
         return LogitKDConfig(setup=setup, teacher=TeacherSpec.smoke(), seeds=2, ban_generations=2,
                              refinery_max=2)
     if scale == "default":
-        # ~2.5 s per epoch of the MLP student on one thread: 3 seeds x (student, kd, 2 dml peers,
-        # 2 ban, <= 2 lr, 3 small mlp_16 TA-KD arms) x <= 20 epochs ~ 22 min, plus the teacher once
+        # ~1.3 s per epoch of the MLP student on one thread: 3 seeds x (student, kd, 2 dml peers,
+        # 2 ban, <= 2 lr, 3 small mlp_16 TA-KD arms) x <= 20 epochs, 735 s measured alone
+        # (run.json), plus the teacher once (535 s, where it is first trained)
         return LogitKDConfig(setup=Setup(model=model), seeds=3, ban_generations=2,
                              refinery_max=2)
     # RepDistiller's CIFAR-100 recipe: SGD 0.05, batch 64, 240 epochs, lr /10 at 150, 180, 210

@@ -17,7 +17,8 @@ BAD_INPUT = {
         (("--ratio", "1.0"), "prune.ratio: must be in (0, 1), got 1.0"),
         (("--calibration", "best"), "calibration: unknown 'best'"),
         (("--budget", "0"), "budget: must be in (0, 1], got 0.0"),  # teacher, finetune, qat too
-        (("--model", "conv2"), "surgery: unsupported model type"),
+        (("--model", "conv2", "--criterion", "apoz"),  # conv2: not surgery's, cut by DepGraph
+         "prune.criterion: 'apoz' is not available for models pruned through DepGraph"),
     ],
     "feature_kd": [
         (("--methods", "at,nope"), "methods: unknown 'nope', choose from student, kd"),

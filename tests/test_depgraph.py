@@ -77,7 +77,7 @@ def zero_removed_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> li
 def test_torchvision_models_prune_physically(name):
     shape = (3, 32, 32)
     model = randomised(name, shape)
-    pruned, keep = depgraph.prune_l1(model, 0.5, shape)
+    pruned, keep = depgraph.prune_structured(model, "l1", 0.5, shape)
     full_params, kept_params = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
     assert kept_params < 0.75 * full_params
     x = torch.randn(2, *shape)
@@ -94,3 +94,25 @@ def test_bad_keep_is_one_line():
         depgraph.prune_channels(model, {"layer1.0.conv2": [0]}, (3, 32, 32))
     with pytest.raises(ValueError, match=r"keep\['layer1.0.conv1'\]: indices must be distinct"):
         depgraph.prune_channels(model, {"layer1.0.conv1": [0, 99]}, (3, 32, 32))
+
+
+def test_prune_structured_by_criterion_saves_and_loads(tmp_path):
+    """The pipeline's DepGraph path: a criterion's lowest-scoring channels go (l1: the smallest
+    filters), and the saved file rebuilds the same network from the registry."""
+    shape = (3, 32, 32)
+    model = randomised("mobilenet_tiny", shape)  # small; any registered model DepGraph can cut
+    pruned, keep = depgraph.prune_structured(model, "l1", 0.5, shape)
+    mods = dict(model.named_modules())
+    for name, kept in keep.items():
+        l1 = mods[name].weight.detach().flatten(1).abs().sum(1)
+        gone = torch.ones(len(l1), dtype=torch.bool)
+        gone[kept] = False
+        assert len(kept) == len(l1) - round(0.5 * len(l1)) and l1[kept].min() >= l1[gone].max()
+    depgraph.save_pruned(pruned, tmp_path / "m.pt", "mobilenet_tiny", shape, 10)
+    again = depgraph.load_pruned(tmp_path / "m.pt").eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x))
+    with pytest.raises(ValueError, match="criterion: 'bn_gamma' is not available for models pruned "
+                                         "through DepGraph, choose from l1, l2, fpgm, random"):
+        depgraph.prune_structured(model, "bn_gamma", 0.5, shape)

@@ -84,17 +84,26 @@ def _vgg_bias(layout: tuple[int, ...], classes: int) -> int:
     return total + 512 * classes + classes
 
 
-def _mobile_half(classes: int) -> int:
-    """RepDistiller's mobilenetv2.py, T=6, width 0.5; minus its t=1 expansion conv + BN (288),
-    which torchvision's block does not have."""
-    total, c = 27 * 16 + 32, 16
-    for t, ch, n, _ in [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
-                        [6, 160, 3, 2], [6, 320, 1, 1]]:
+def _mobilenet_v2(width: float, classes: int) -> int:
+    """torchvision's MobileNetV2 (Sandler et al. 2018, Table 2's t, c, n) at `width` (channels
+    c·width, no rounding: the registered widths are 1.0 and RepDistiller's 0.5): 3x3 stem + BN,
+    inverted residual blocks (1x1 expansion + BN unless t = 1, 3x3 depthwise + BN, 1x1
+    projection + BN), 1x1 conv to 1280 + BN, classifier. The stride of a block or of the stem
+    changes no count."""
+    stem = int(32 * width)
+    total, c = 27 * stem + 2 * stem, stem
+    for t, ch, n in ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)):
         for _ in range(n):
-            o, e = ch // 2, c * t
-            total += c * e + 2 * e + 9 * e + 2 * e + e * o + 2 * o
+            o, e = int(ch * width), c * t
+            total += (c * e + 2 * e if t != 1 else 0) + 9 * e + 2 * e + e * o + 2 * o
             c = o
-    return total + c * 1280 + 2 * 1280 + 1280 * classes + classes - 288
+    return total + c * 1280 + 2 * 1280 + 1280 * classes + classes
+
+
+def _mobile_half(classes: int) -> int:
+    """RepDistiller's mobilenetv2.py, T=6, width 0.5, minus its t=1 expansion conv + BN
+    (16·16 + 2·16 = 288), which torchvision's block does not have: torchvision's at width 0.5."""
+    return _mobilenet_v2(0.5, classes)
 
 
 def _shufflenet_v1(classes: int) -> int:
@@ -180,3 +189,12 @@ def test_torchvision_models_keep_torchvision_apart_from_the_stem():
                              ("mobilenet_v2", 0)):
         ref = count_params(getattr(torchvision.models, name)(num_classes=100))
         assert count_params(build(name, (3, 32, 32), 100)) == ref - stem_delta, name
+
+
+def test_mobilenet_v2_parameter_count():
+    """The "mix it" student at paper scale, torchvision's MobileNetV2 (width 1.0) with the CIFAR
+    stem, on CIFAR-10: the closed form of its layers, 2.24M."""
+    from lib.metrics import count_params
+    got = count_params(build("mobilenet_v2", (3, 32, 32), 10))
+    assert got == _mobilenet_v2(1.0, 10)
+    assert round(got / 1e6, 2) == 2.24

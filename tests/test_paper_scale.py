@@ -102,6 +102,9 @@ def test_paper_preset_runs_end_to_end(name, synthetic_data_dir, base, monkeypatc
 
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) and trials.test_acc.notna().any(), trials
+    if name == "compression_pipeline":  # every stage ran: DepGraph's prune, int8 not skipped
+        from experiments.compression_pipeline.config import STAGES
+        assert set(trials.method) == set(STAGES), sorted(set(trials.method))
 
     table = (out / "table.md").read_text()
     command = f"python -m experiments.{name} --scale paper {' '.join(SIZE + flags)}"

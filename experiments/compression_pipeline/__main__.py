@@ -3,13 +3,15 @@
     python -m experiments.compression_pipeline --scale smoke|default|paper [--seeds N]
         [--model mobilenet_tiny] [--criterion l1] [--ratio 0.5]
 
-The teacher (resnet8 with the TeacherSpec recipe) is trained once and shared with the
-distillation experiments (runs/teachers/). For each seed, one row per stage:
+The teacher (the TeacherSpec recipe: resnet8, at paper scale torchvision's resnet101) is trained
+once and shared with the distillation experiments (runs/teachers/). For each seed, one row per stage:
 - student: the MobileNet trained alone on the labels (the reference row);
 - kd: the same MobileNet distilled from the teacher, alpha·KD + (1 − alpha)·CE, the teacher's
   logits cached once when there is no augmentation, computed online otherwise;
 - pruned: filters of the KD student removed physically (criterion, ratio of every prunable
-  unit: the stem's and every pointwise conv's output channels), no training;
+  unit: the stem's and every pointwise conv's output channels), no training; by our surgery
+  where it covers the student, through DepGraph otherwise (torchvision's mobilenet_v2, the
+  paper-scale student);
 - pruned+kd: the pruned student fine-tuned with the same distillation loss;
 - ptq: k-bit fake quantization of its weights (per channel) and activations (per tensor,
   calibrated on training images), no training;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +36,7 @@ from experiments.teachers import teacher
 from lib import models
 from lib.distill import KD, Distill, Term, teacher_outputs, weighted_ce
 from lib.metrics import count_macs, count_params, latency_ms
+from lib.prune import depgraph
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import family, load_pruned, save_pruned
 from lib.quant import QuantSpec, calibrate_model, model_size_bytes, prepare, to_int8
@@ -45,15 +49,29 @@ def flags(p) -> None:
     p.add_argument("--calibration", default=None, help="PTQ activation ranges: minmax, percentile, mse")
 
 
+def by_surgery(model: nn.Module) -> bool:
+    """Our channel surgery covers `model` (our MLP, VGG, ResNet, MobileNet); the rest, e.g.
+    torchvision's MobileNetV2, is pruned through DepGraph (lib/prune/depgraph.py)."""
+    try:
+        family(model)
+        return True
+    except ValueError:
+        return False
+
+
 def configure(cfg: PipelineConfig, a) -> PipelineConfig:
     """--criterion, --ratio, --calibration; the teacher follows the student's data (--dataset);
-    the student must be a model structured surgery can prune."""
+    the student must be a model that surgery or DepGraph can prune, with a criterion it scores."""
     cfg = replace(cfg, teacher=replace(cfg.teacher, **cfg.setup.data_fields()))
-    family(models.build(cfg.setup.model, (3, 32, 32), 10))  # prunable? one line if not
     if a.criterion is not None:
         cfg = replace(cfg, prune=replace(cfg.prune, criterion=a.criterion))
     if a.ratio is not None:
         cfg = replace(cfg, prune=replace(cfg.prune, ratio=a.ratio))
+    student = models.build(cfg.setup.model, (3, 32, 32), 10)
+    if not by_surgery(student):  # one line if DepGraph cannot score the criterion or cut the model
+        depgraph.check_criterion(cfg.prune.criterion, "prune.criterion")
+        if not depgraph.prunable_layers(student, (3, 32, 32)):
+            raise ValueError(f"model: '{cfg.setup.model}' has no layer that can be pruned alone")
     return cfg if a.calibration is None else replace(cfg, calibration=a.calibration)
 
 
@@ -117,9 +135,20 @@ def run_seed(ctx: Context, seed: int, teach: nn.Module, tables: dict[str, Tensor
     kd_model = load(kd_run)
     add("kd", 32, res, True, **describe(kd_model, shape, batch))
 
-    # ---- filter pruning of the distilled student, then fine-tuning with KD
+    # ---- filter pruning of the distilled student, then fine-tuning with KD: by our surgery
+    # where it covers the student, else through DepGraph (torchvision's MobileNetV2)
+    surgery = by_surgery(kd_model)
+    if surgery:
+        save, load_ft = save_pruned, load_pruned
+    else:
+        save = partial(depgraph.save_pruned, name=setup.model, input_shape=shape,
+                       num_classes=data.num_classes)
+        load_ft = depgraph.load_pruned
+
     def pruned():
-        m, _ = prune_structured(kd_model, cfg.prune.criterion, cfg.prune.ratio, x=calib_x, seed=seed)
+        crit, ratio = cfg.prune.criterion, cfg.prune.ratio
+        m, _ = (prune_structured(kd_model, crit, ratio, x=calib_x, seed=seed) if surgery else
+                depgraph.prune_structured(kd_model, crit, ratio, shape, seed=seed))
         return m
 
     res = ctx.evaluate(ctx.run(trials["pruned", 32]), name=f"s{seed}-pruned", build=pruned,
@@ -130,8 +159,8 @@ def run_seed(ctx: Context, seed: int, teach: nn.Module, tables: dict[str, Tensor
     ft_run = ctx.run(trials["pruned+kd", 32])
     res = ctx.train(ft_run, stage="finetune", name=f"s{seed}-pruned+kd", seed=seed,
                     train_cfg=cfg.finetune, build=pruned,
-                    after=lambda m, r: save_pruned(m, ft_run.path("final.pt")), **kd)
-    ft = ft_run.load("final.pt", str(device), load_pruned).eval()
+                    after=lambda m, r: save(m, ft_run.path("final.pt")), **kd)
+    ft = ft_run.load("final.pt", str(device), load_ft).eval()
     ft_desc = describe(ft, shape, batch)
     add("pruned+kd", 32, res, True, **ft_desc)
     same = {k: ft_desc[k] for k in ("params", "macs")}
@@ -192,8 +221,8 @@ def run(ctx: Context) -> list[dict]:
 write_report = lazy("experiments.compression_pipeline.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
     name="compression_pipeline", doc=__doc__, for_scale=for_scale, model="mobilenet_tiny",
-    model_help="the student: mobilenet_tiny, mobilenet, or any model structured surgery "
-               "supports (vgg_*, resnet*, lenet_300_100)",
+    model_help="the student: mobilenet_tiny, mobilenet, mobilenet_v2, or any model that our "
+               "surgery (vgg_*, resnet*, lenet_300_100) or DepGraph can prune",
     flags=flags, configure=configure, report=write_report, run=run)
 main = EXPERIMENT.main
 

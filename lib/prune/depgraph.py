@@ -14,6 +14,10 @@ full (non-depthwise) layer's outputs, and not the classifier. So a residual bloc
 widths are prunable, and the channels a residual sum ties across a stage are not, as in
 surgery; on the models both handle, the two choose the same layers and give the same outputs
 (tests/test_depgraph.py).
+
+`prune_structured` scores and cuts in one call with the weight criteria of
+`lib.prune.structured` (the compression pipeline's path for torchvision's MobileNetV2);
+`save_pruned` / `load_pruned` store a pruned registry model as its widths and weights.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from lib.prune.structured import l1_norm, select_by_ratio
+from lib.prune.structured import IMPORTANCE, LayerView, select_by_ratio
+from lib.runs import atomic_torch_save
 
 FULL = (nn.Conv2d, nn.Linear)
 
@@ -94,10 +99,47 @@ def prune_channels(model: nn.Module, keep: Mapping[str, Sequence[int] | Tensor],
     return new
 
 
-def prune_l1(model: nn.Module, ratio: float, input_shape: Sequence[int]) -> tuple[nn.Module, dict[str, Tensor]]:
-    """Drop `ratio` of the output channels of every prunable layer, smallest L1 filters first
-    (Li et al. 2017); return the pruned copy and the kept indices."""
-    mods = dict(model.named_modules())
-    scores = {n: l1_norm(mods[n].weight.detach()) for n in prunable_layers(model, input_shape)}
+# criteria that score a layer from its own weights (bn_gamma and apoz need surgery's map from a
+# layer to the BatchNorm / activation after it)
+WEIGHT_CRITERIA = ("l1", "l2", "fpgm", "random")
+
+
+def check_criterion(name: str, field: str = "criterion") -> None:
+    """One-line error for a criterion DepGraph pruning cannot score."""
+    if name not in WEIGHT_CRITERIA:
+        raise ValueError(f"{field}: '{name}' is not available for models pruned through DepGraph, "
+                         f"choose from {', '.join(WEIGHT_CRITERIA)}")
+
+
+def prune_structured(model: nn.Module, criterion: str, ratio: float, input_shape: Sequence[int],
+                     seed: int = 0) -> tuple[nn.Module, dict[str, Tensor]]:
+    """Drop `ratio` of the output channels of every prunable layer, lowest `criterion` score
+    first (structured.IMPORTANCE, weight criteria only); the pruned copy and the kept indices."""
+    check_criterion(criterion)
+    mods, g = dict(model.named_modules()), torch.Generator().manual_seed(seed)
+    scores = {n: IMPORTANCE[criterion](LayerView(n, mods[n].weight.detach(), None, None, g)).float().cpu()
+              for n in prunable_layers(model, input_shape)}
     keep = select_by_ratio(scores, ratio)
     return prune_channels(model, keep, input_shape), keep
+
+
+def save_pruned(model: nn.Module, path, name: str, input_shape: Sequence[int], num_classes: int) -> None:
+    """Write registry model `name`'s widths after pruning and the weights, atomically (the
+    DepGraph counterpart of surgery.save_pruned)."""
+    mods = dict(model.named_modules())
+    widths = {n: mods[n].weight.shape[0] for n in prunable_layers(model, input_shape)}
+    atomic_torch_save({"model": name, "input_shape": list(input_shape), "num_classes": num_classes,
+                       "widths": widths, "state_dict": model.state_dict()}, path)
+
+
+def load_pruned(path, map_location: str = "cpu") -> nn.Module:
+    """The model written by `save_pruned`: built from the registry, cut to its widths (which
+    channels go does not matter, the weights are loaded after), weights loaded."""
+    from lib import models
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    shape = state["input_shape"]
+    model = models.build(state["model"], shape, state["num_classes"])
+    model = prune_channels(model, {n: list(range(w)) for n, w in state["widths"].items()}, shape)
+    model.load_state_dict(state["state_dict"])
+    return model.to(map_location)

@@ -223,49 +223,6 @@ def run_slice(name: str, device_name: str, size: str, work: Path, out: Path) -> 
     out.write_text(json.dumps(dict(rows=rows, seconds=time.perf_counter() - start)))
 
 
-def estimates(slices: dict) -> list[tuple[str, float]]:
-    """(what, seconds) of the paper presets on this device, from the measured throughput of the
-    slices that ran (training images/s; evaluation excluded except in the lottery, whose rate
-    is the whole command's) and the work each preset names."""
-    from experiments.logit_kd.config import for_scale as kd
-    from experiments.lottery_ticket.config import for_scale as lottery
-    from experiments.network_slimming.config import for_scale as slim
-
-    def rate(name: str, row: int, key: str = "images_per_s") -> float | None:
-        s = slices.get(name, {})
-        rows = s.get("rows", []) if s.get("status") == "ok" else []
-        return rows[row].get(key) if -len(rows) <= row < len(rows) else None
-
-    out = []
-    c = lottery("paper")
-    r = rate("lottery", -1, "trial_images_per_s")
-    if r:
-        trials = c.seeds * (1 + c.levels * len(c.variants))
-        out.append((f"lottery_ticket, the paper protocol: {trials} trials ({c.seeds} seeds, "
-                    f"{c.levels} levels, {' + '.join(c.variants)}) x {c.setup.train.iterations:,} "
-                    f"iterations, batch {c.setup.train.batch_size}",
-                    trials * c.setup.train.iterations * c.setup.train.batch_size / r))
-    c = kd("paper", "resnet20")
-    n = c.setup.n_train()
-    teacher, student = rate("kd", 0), rate("kd", 1)
-    if teacher and student:
-        out.append((f"the resnet56 teacher, {c.teacher.train.epochs:g} epochs", c.teacher.train.epochs * n / teacher))
-        k = 2 + c.dml_peers + c.ban_generations + c.refinery_max
-        out.append((f"logit_kd students: {c.seeds} seeds x up to {k} resnet20 trainings of "
-                    f"{c.setup.train.epochs:g} epochs (each at the KD student's rate, an online resnet56 "
-                    "teacher included: an upper bound)", c.seeds * k * c.setup.train.epochs * n / student))
-    c = slim("paper")
-    sparse, tuned = rate("slimming", 0), rate("slimming", 2)
-    if sparse and tuned:
-        out.append((f"network_slimming: {c.seeds * (1 + len(c.lams))} VGG-19 trainings (λ = 0, "
-                    f"{', '.join(f'{x:g}' for x in c.lams)}) of {c.setup.train.epochs:g} epochs and "
-                    f"{c.seeds * len(c.lams) * len(c.ratios)} fine-tunings of {c.finetune.epochs:g} "
-                    "(at the 70%-pruned model's rate)",
-                    c.seeds * ((1 + len(c.lams)) * c.setup.train.epochs * n / sparse
-                               + len(c.lams) * len(c.ratios) * c.finetune.epochs * n / tuned)))
-    return out
-
-
 def markdown(result: dict) -> str:
     runs = result.get("combined")
     how = (f"The latest successful run of each slice, from {len(runs)} invocations of this script "
@@ -303,13 +260,6 @@ def markdown(result: dict) -> str:
                 lines += [f"Written to `{r['file']}` beside this file; its tables:", ""]
                 lines += [ln.replace("# ", "### ", 1) if ln.startswith("## ") else ln
                           for ln in r["text"].splitlines()[3:]]
-    est = estimates(result["slices"])
-    if est:
-        lines += ["## Estimates: the paper scale on this device", "",
-                  "Estimated, not run: the work each paper preset names over the throughput measured "
-                  "above (fp32; training only, except the lottery's whole-command rate).", "",
-                  "| | estimated hours |", "|---|---:|"]
-        lines += [f"| {what} | {sec / 3600:.1f} |" for what, sec in est] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -325,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write <out>/<gpu>.md/.json from earlier results of one device instead of "
                         "running: each slice's latest successful run (after rerunning failed "
                         "slices with --only)")
+    p.add_argument("--render", metavar="JSON",
+                   help="rewrite <out>/<gpu>.md from an earlier result's .json (after this script's "
+                        "text changes), running nothing")
     p.add_argument("--slice", help=argparse.SUPPRESS)  # the child's entry
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -332,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.slice:
         run_slice(a.slice, a.device, a.size, Path(a.work), Path(a.result))
         return 0
+    if a.render:
+        return write(json.loads(Path(a.render).read_text()), Path(a.out))
     if a.combine:
         return write(combine([json.loads(Path(f).read_text()) for f in a.combine]), Path(a.out))
     only = [s.strip() for s in a.only.split(",") if s.strip()]

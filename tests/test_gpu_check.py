@@ -105,22 +105,3 @@ def test_full_size_synthetic_cifar_is_not_the_official_length():
     full = gpu_check.SIZES["full"]
     assert full["cifar_train"] // 5 != 10_000 and full["cifar_train"] != 50_000  # CIFAR-10 / -100 train
     assert full["cifar_test"] != 10_000
-
-
-def test_estimates_divide_the_presets_work_by_the_measured_rate():
-    """205 lottery trials x 50k iterations x batch 60 at a rate that does it in one hour; the
-    KD teacher's 240 epochs of 45,000 images at 3,000 images/s (one hour)."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import gpu_check
-
-    per_hour = 205 * 50_000 * 60 / 3600
-    slices = {"lottery": dict(status="ok", rows=[dict(name="level"), dict(name="whole", trial_images_per_s=per_hour)]),
-              "kd": dict(status="ok", rows=[dict(name="t", images_per_s=3000.0), dict(name="s", images_per_s=3000.0)]),
-              "slimming": dict(status="failed", rows=[])}
-    est = dict(gpu_check.estimates(slices))
-    lottery = next(v for k, v in est.items() if k.startswith("lottery_ticket, the paper protocol: 205 trials"))
-    assert lottery == pytest.approx(3600)
-    assert est["the resnet56 teacher, 240 epochs"] == pytest.approx(3600)
-    assert not any(k.startswith("network_slimming") for k in est)  # a failed slice estimates nothing

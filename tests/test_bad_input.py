@@ -105,6 +105,10 @@ BAD_INPUT = {
         (("--seeds", "0"), "seeds: must be >= 1, got 0"),
         (("--lr", "-1"), "lr: must be > 0, got -1"),
         (("--dataset", "svhn"), "dataset: unknown 'svhn'"),
+        (("--conv-model", "nope"), "conv_model: must be a registered model or none"),
+        (("--conv-model", "lenet_300_100"), "conv_model: must be a model other than --model"),
+        (("--conv-model", "resnet8"), "model resnet8: fold_bn: bn1 (BatchNorm2d) does not follow"),
+        (("--model", "resnet8", "--conv-model", "none"), "model resnet8: fold_bn: bn1"),
     ],
     "rethinking_pruning": [
         (("--model", "nope"), "model: unknown 'nope'"),

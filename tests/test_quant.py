@@ -10,8 +10,9 @@ from torch import nn
 from conftest import tiny_splits
 from lib.models import build
 from lib.quant import (QuantSpec, apply_to_weights, calibrate, calibrate_model, cast_roundtrip,
-                       dequantize, fake_quantize, fixed_point, model_size_bytes, prepare, qparams,
-                       quantize, quantize_weights_, relative_precision, to_int8)
+                       dequantize, fake_quantize, fixed_point, fold_bn, has_batchnorm,
+                       model_size_bytes, prepare, qparams, quantize, quantize_weights_,
+                       relative_precision, to_int8)
 from lib.quant.qat import quant_layers
 from lib.train import TrainConfig, train
 
@@ -25,6 +26,26 @@ def one_line_error(exc: pytest.ExceptionInfo) -> str:
 
 
 # ----------------------------------------------------------------------------- quantizer
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 16])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fused_kernels_match_the_reference(bits, per_channel, symmetric):
+    """fake_quantize (torch's fused kernels on float32) and the step-by-step reference
+    _FakeQuantSTE give the same values and the same straight-through gradient."""
+    from lib.quant.quantizer import _FakeQuantSTE
+
+    g = torch.Generator().manual_seed(bits)
+    x = (torch.randn(6, 5, 3, 3, generator=g) * 2 + 0.3).requires_grad_(True)
+    spec = QuantSpec(bits, symmetric, per_channel=per_channel, axis=1)
+    lo, hi = (-1.5, 2.0) if not per_channel else (None, None)  # a clamped range too
+    y = fake_quantize(x, spec, lo, hi)
+    (y * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
+    xr = x.detach().clone().requires_grad_(True)
+    yr = _FakeQuantSTE.apply(xr, *qparams(xr, spec, lo, hi))
+    (yr * torch.arange(yr.numel()).reshape(yr.shape)).sum().backward()
+    assert torch.equal(y, yr) and torch.equal(x.grad, xr.grad)
+
 
 @pytest.mark.parametrize("bits", range(2, 9))
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -273,6 +294,39 @@ def test_int8_resnet_residual_adds_run_in_int8():
         a, b = fp(x), q(x)
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
     assert model_size_bytes(q) < 0.4 * model_size_bytes(fp)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_tiny", "vgg_tiny", "lenet_300_100"])
+def test_fold_bn_is_the_same_function(name):
+    torch.manual_seed(0)
+    fp = _with_bn_statistics(build(name, SHAPE, 10))
+    folded = fold_bn(fp)
+    assert not has_batchnorm(folded) and has_batchnorm(fp) == (name != "lenet_300_100")
+    convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.bias is not None for c in convs)
+    x = torch.randn(16, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), fp(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fold_conv_bn_by_hand():
+    """One channel: conv weight 2, bias 1; BN mean 3, var 4 - eps, gamma 0.5, beta 1:
+    a = 0.5 / 2 = 0.25, folded weight 0.5, folded bias 0.25 * (1 - 3) + 1 = 0.5."""
+    from lib.quant import fold_conv_bn
+
+    conv, bn = nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1).eval()
+    with torch.no_grad():
+        conv.weight.fill_(2.0), conv.bias.fill_(1.0)
+        bn.running_mean.fill_(3.0), bn.running_var.fill_(4.0 - bn.eps)
+        bn.weight.fill_(0.5), bn.bias.fill_(1.0)
+    f = fold_conv_bn(conv, bn)
+    assert f.weight.item() == pytest.approx(0.5) and f.bias.item() == pytest.approx(0.5)
+
+
+def test_fold_bn_refuses_a_bn_it_cannot_fold():
+    with pytest.raises(ValueError) as e:
+        fold_bn(build("resnet8", SHAPE, 10))
+    assert one_line_error(e).startswith("fold_bn: bn1 (BatchNorm2d) does not follow a Conv2d")
 
 
 def test_int8_refuses_an_untraceable_forward_in_one_line():

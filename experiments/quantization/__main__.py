@@ -3,7 +3,8 @@
     python -m experiments.quantization --scale smoke|default|paper [--seeds N]
         [--model lenet_300_100] [--conv-model mobilenet_tiny|none]
 
-For each model (the MLP of --model, then the conv net with BatchNorm of --conv-model) and seed:
+For each model (--model: the MLP, MobileNet-v2 at paper scale; then the conv net with BatchNorm
+of --conv-model) and seed:
 train the float model once (stage "train", final weights saved as final.pt); fold its BN into
 its convs, as deployed int8 models do (the function is unchanged); then, from those weights:
 - PTQ (no training): k-bit fake quantization of the weights (per tensor / per channel), alone
@@ -40,7 +41,7 @@ from lib.train import TrainConfig
 def flags(p) -> None:
     p.add_argument("--conv-model", default=None,
                    help="the conv net with BatchNorm quantized beside --model (default "
-                        "mobilenet_tiny; BN is folded first), or none")
+                        "mobilenet_tiny, mobilenet at paper scale; BN is folded first), or none")
 
 
 def configure(cfg, a):
@@ -196,8 +197,10 @@ def run(ctx: Context) -> list[dict]:
 
 write_report = lazy("experiments.quantization.report", "write_report")  # imported when reporting
 EXPERIMENT = Experiment(
-    name="quantization", doc=__doc__, for_scale=for_scale, model="lenet_300_100",
-    model_help="the MLP (or any registered model without residual adds)", flags=flags,
+    name="quantization", doc=__doc__, for_scale=for_scale,
+    model={"smoke": "lenet_300_100", "default": "lenet_300_100", "paper": "mobilenet_v2"},
+    model_help="the first model (the MLP; at paper scale the whitepaper's MobileNet-v2)",
+    flags=flags,
     configure=configure, report=write_report, run=run)
 main = EXPERIMENT.main
 

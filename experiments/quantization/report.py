@@ -107,6 +107,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
                      f"fine-tune for {recipe_text(ft)}.")
     header = (
         f"# Quantization: {', '.join(models)} on {cfg.setup.dataset} ({ctx.scale} scale)\n\n"
+        + (f"{cfg.source}\n\n" if cfg.source else "")
         + "\n".join(lines) + "\n\n"
         "BatchNorm is folded into the convs before any fake quantization (as deployed int8 "
         "models are); int8 goes through torch.ao, which folds it itself. Every accuracy is of the "

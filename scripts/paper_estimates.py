@@ -105,8 +105,10 @@ def work(name: str, c) -> list[Job]:
     if name == "filter_importance":
         return [job("baselines", n, s, s.train),
                 job("fine-tunings", n * len(c.criteria) * len(c.ratios), s, c.finetune)]
-    if name == "quantization":
-        return [job("float", n, s, s.train), job("QAT", n * len(c.qat_bits), s, c.qat)]
+    if name == "quantization":  # per model: its float nets, then QAT at each width + the float control
+        return [j for m, ft in c.models() for j in (
+            job(f"float {m.model}", n, m, m.train),
+            job(f"QAT ({len(c.qat_bits)} widths) + float control, {m.model}", n * (len(c.qat_bits) + 1), m, ft))]
     if name in ("logit_kd", "feature_kd", "rkd"):
         spec = getattr(c, "teacher", None) or s.teacher  # rkd keeps it in its setup
         t = spec.model

@@ -32,6 +32,17 @@ def test_compression_pipeline_work_by_hand():
         ("mobilenet_v2", "resnet101", 3, 3 * 3 * n)]
 
 
+def test_quantization_work_by_hand():
+    """The whitepaper preset on CIFAR-10 (45,000 training images): per model (MobileNet-v2,
+    then MobileNet-v1) 3 seeds of 240 float epochs, then per seed QAT at 3 widths and the float
+    control, 10 epochs each."""
+    jobs = pe.work("quantization", pe.paper_config("quantization"))
+    n = 45_000
+    assert [(j.model, j.count, j.batch, j.images) for j in jobs] == [
+        ("mobilenet_v2", 3, 64, 3 * 240 * n), ("mobilenet_v2", 12, 64, 12 * 10 * n),
+        ("mobilenet", 3, 64, 3 * 240 * n), ("mobilenet", 12, 64, 12 * 10 * n)]
+
+
 @pytest.mark.paper  # imports and configures all ten experiments
 def test_every_experiment_has_work():
     for name in pe.EXPERIMENTS:

@@ -1,8 +1,9 @@
 """Where an experiment's trials run: `--launcher inline|local|slurm` (README: Running at scale).
 
 - `inline` (default): this process trains every trial, then writes the report.
-- `local --jobs N`: N worker processes on this host, each with its share of the CPU threads (or
-  its own GPU through CUDA_VISIBLE_DEVICES), logs in runs/[smoke/]<name>/local/.
+- `local --jobs N`: N worker processes on this host, each with its share of the CPU threads
+  (at most OMP_NUM_THREADS where that is set) or its own GPU through CUDA_VISIBLE_DEVICES, logs
+  in runs/[smoke/]<name>/local/.
 - `slurm --jobs N`: one submitit job array of N workers, logs in runs/[smoke/]<name>/slurm/;
   a pre-empted or timed-out job is requeued by submitit and resumes from its checkpoints.
 
@@ -120,7 +121,7 @@ def run_local(name: str, scale: str, argv: list[str], jobs: int, a) -> list[str]
     logs = log_dir(name, scale, "local")
     logs.mkdir(parents=True, exist_ok=True)
     gpus = visible_gpus()
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(worker_threads(jobs))
     procs = []
     for k in range(jobs):
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -142,6 +143,14 @@ def run_local(name: str, scale: str, argv: list[str], jobs: int, a) -> list[str]
         raise
     return [f"worker {k} exited with status {c}: see {logs}/worker-{k}.log"
             for k, c in enumerate(codes) if c != 0]
+
+
+def worker_threads(jobs: int) -> int:
+    """Each local worker's CPU threads: its share of the cores, capped by OMP_NUM_THREADS where
+    the user set it (CPU sums are ordered by thread, so equal numbers need equal thread counts)."""
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(cap)) if cap.isdigit() and int(cap) > 0 else share
 
 
 def visible_gpus() -> list[str]:

@@ -102,6 +102,16 @@ def test_workers_share_a_list_without_overlap():
     assert all(s == sorted(s) for s in shares)
 
 
+def test_local_workers_share_the_cores_within_the_users_thread_cap(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [launch.worker_threads(j) for j in (1, 4, 32)] == [16, 4, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert [launch.worker_threads(j) for j in (1, 4, 16)] == [2, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert launch.worker_threads(4) == 4
+
+
 def test_worker_command_drops_the_launching_options():
     argv = ["--scale", "smoke", "--launcher", "slurm", "--jobs=3", "--slurm-partition", "gpu",
             "--levels", "1", "--wandb-artifacts"]
@@ -109,9 +119,11 @@ def test_worker_command_drops_the_launching_options():
 
 
 def run_lottery(base: Path, *args: str, **kw) -> subprocess.Popen:
+    # one thread everywhere: CPU sums are ordered by thread, so numbers compare at equal threads
+    env = {**lab_env(base, wandb=False), "LAB_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", **kw.get("env", {})}
     return subprocess.Popen([sys.executable, *kw.get("python", []), "-m", "experiments.lottery_ticket",
-                             *GRID, *args], cwd=ROOT, env={**lab_env(base, wandb=False),
-                                                           "LAB_PROGRESS": "0", **kw.get("env", {})},
+                             *GRID, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

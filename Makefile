@@ -3,6 +3,10 @@
 SCALE ?= default
 PY := .venv/bin/python
 STAMP := .venv/.requirements-installed
+# make test: pytest-xdist workers (auto: one per core), each on one torch thread, a test file per
+# worker (its module fixtures run once); TEST_JOBS=0 runs the suite in this process
+TEST_JOBS ?= auto
+PYTEST_PAR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 .PHONY: help setup data test test-paper gpu-check test-fast lottery lottery-ablation slimming rethinking filter-pruning kd \
         feature-kd rkd quantization pipeline all-results claims readmes notebooks benchmark sync clean-smoke
@@ -42,7 +46,7 @@ data:
 	@bash scripts/get_data.sh
 
 test: setup
-	$(PY) -m pytest -q tests -m "not paper"
+	$(PYTEST_PAR) -q tests -m "not paper"
 
 test-paper: setup
 	$(PY) -m pytest -q tests -m paper

@@ -38,7 +38,10 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 class PackedNet(nn.Module):
-    """K models as one; `state(k)` gives trial k's state dict back."""
+    """K models as one; `state(k)` gives trial k's state dict back. With `channels_last` the
+    conv stack runs in NHWC (as `TrainConfig.channels_last` runs a model alone)."""
+
+    channels_last: bool = False
 
     def __init__(self, models: Sequence[nn.Module], input_shape: Sequence[int] | None = None):
         super().__init__()
@@ -95,6 +98,8 @@ class PackedNet(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, *POOLS)) and not conv:
                 kk, b = x.shape[:2]
                 x, conv = x.transpose(0, 1).reshape(b, kk * x.shape[2], *x.shape[3:]), True
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
             if isinstance(m, nn.Conv2d):
                 w = self.param(f"{name}.weight")
                 w = w.reshape(-1, *w.shape[2:])  # (K*O, C/groups, kh, kw)

@@ -144,6 +144,7 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
     the others come back `unfinished`, at that evaluation's checkpoint, to be repacked."""
     cfg.validate()
     prepare_device(data.train_x.device)
+    net.channels_last = cfg.channels_last  # NHWC convs, as `train` runs the model alone
     k = net.k
     masks, fills = list(masks or [None] * k), list(fills or [None] * k)
     iters = [BatchIterator(data.train_x, data.train_y, cfg.batch_size, s, cfg.augment, data.black)

@@ -56,12 +56,15 @@ def test_residual_networks_are_refused(data):
                    models.build("lenet_300_100", data.input_shape, 10, hidden=(200, 100))])
 
 
-@pytest.mark.parametrize("name,optimizer", [("lenet_300_100", "adam"), ("vgg_tiny", "sgd")])
-def test_a_packed_trial_equals_the_same_trial_alone(name, optimizer, data):
+@pytest.mark.parametrize("name,optimizer,channels_last", [("lenet_300_100", "adam", False),
+                                                          ("vgg_tiny", "sgd", False),
+                                                          ("vgg_tiny", "sgd", True)])
+def test_a_packed_trial_equals_the_same_trial_alone(name, optimizer, channels_last, data):
     """Same init, same seeded batch order, own mask (and frozen-at-init fill for one trial):
-    the same curve, selection and weights, to float tolerance."""
+    the same curve, selection and weights, to float tolerance (NHWC convs too)."""
     cfg = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, momentum=0.9,
-                      weight_decay=1e-4, batch_size=32, iterations=30, eval_every=10)
+                      weight_decay=1e-4, batch_size=32, iterations=30, eval_every=10,
+                      channels_last=channels_last)
     seeds = [0, 1, 2]
     ms = fresh(name, data, seeds)
     masks = [masks_for(ms[0], k) for k in range(3)]
@@ -80,9 +83,12 @@ def test_a_packed_trial_equals_the_same_trial_alone(name, optimizer, data):
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3, abs=1e-4)
             assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.011)  # one image of 100
         assert got.early_stop["step"] == want.early_stop["step"]
+        # NHWC grouped and single convs sum in other orders: after 30 steps at lr 0.05 with
+        # momentum, a few weights drift up to ~3e-3 apart (the curves above still agree)
+        atol = 5e-3 if channels_last else 2e-3
         for n, t in m.state_dict().items():
-            torch.testing.assert_close(net.state(k)[n], t, rtol=1e-3, atol=2e-3)
-            torch.testing.assert_close(got.best_state[n], want.best_state[n], rtol=1e-3, atol=2e-3)
+            torch.testing.assert_close(net.state(k)[n], t, rtol=1e-3, atol=atol)
+            torch.testing.assert_close(got.best_state[n], want.best_state[n], rtol=1e-3, atol=atol)
         for n, keep in masks[k].items():  # masks hold through the optimiser
             pruned = net.state(k)[n][~keep]
             expect = fills[k][n][~keep] if fills[k] else torch.zeros_like(pruned)

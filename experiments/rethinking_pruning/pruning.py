@@ -15,7 +15,8 @@ A `Pruned` knows how to start each retraining variant (`STARTS`):
 - slimming: one global |γ| threshold over all BN channels (Liu et al. 2017) with a per-layer
   floor of `min_keep` channels, on a model trained with the BN-γ penalty; physical.
 - unstructured: per layer, zero the `ratio` smallest-magnitude weights (Han et al. 2015); the
-  mask is kept through training by `MaskHook`, so the net stays dense in shape.
+  mask (`Pruned.mask`, data: alone a `MaskHook`, in a pack `lib.packed_train`'s stacked mask) is
+  kept through training, so the net stays dense in shape.
 `budget` is the large model's cost over the pruned one's: MACs for structured pruning, the
 parameter count over the non-zero one for unstructured pruning (its MACs do not shrink on dense
 hardware), as the paper does. Scratch-B trains for epochs × min(budget, cap).
@@ -34,7 +35,6 @@ from lib.prune.imp import PruneConfig, prune
 from lib.prune.mask import Mask, prunable_layers
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import family, prune_channels, rebuild
-from lib.train import Hook
 
 RANDOM_INIT_SEED = 10_000  # + seed: a random init that shares no draws with the original init
 
@@ -44,11 +44,11 @@ class Pruned:
     trained: Callable[[], nn.Module]
     ticket: Callable[[], nn.Module]
     random: Callable[[], nn.Module]
-    hooks_for: Callable[[nn.Module], list[Hook]]
     measure: Callable[[nn.Module], dict]  # params / macs of a (trained) net of this pruning
     budget: float
 
     scratch: Callable[[], nn.Module] | None = None  # None: the same start as `random`
+    mask: Mask | None = None  # unstructured: the pruned weights, held at zero through training
 
     def start(self, name: str) -> nn.Module:
         if name == "scratch":
@@ -100,7 +100,7 @@ def _structured(method: str, ratio: float, min_keep: int, final: nn.Module, init
     budget = count_macs(final, input_shape) / count_macs(pruned, input_shape)
     return Pruned(trained=lambda: copy.deepcopy(pruned), ticket=lambda: prune_channels(init, keep),
                   random=lambda: prune_channels(fresh(random_seed), keep), scratch=scratch,
-                  hooks_for=lambda m: [], measure=measure, budget=budget)
+                  measure=measure, budget=budget)
 
 
 def _unstructured(ratio: float, final: nn.Module, init: nn.Module, fresh: Callable[[int], nn.Module],
@@ -123,8 +123,8 @@ def _unstructured(ratio: float, final: nn.Module, init: nn.Module, fresh: Callab
     total = count_params(final)
     budget = total / (total - (mask.size() - mask.kept()))
     return Pruned(trained=lambda: masked(final), ticket=lambda: masked(init),
-                  random=lambda: masked(fresh(random_seed)), hooks_for=lambda m: [mask.hook(m)],
-                  measure=measure, budget=budget)
+                  random=lambda: masked(fresh(random_seed)), mask=mask, measure=measure,
+                  budget=budget)
 
 
 def prune_model(method: str, ratio: float, final: nn.Module, init: nn.Module,

@@ -19,6 +19,8 @@ BAD_INPUT = {
         (("--budget", "0"), "budget: must be in (0, 1], got 0.0"),  # teacher, finetune, qat too
         (("--model", "conv2", "--criterion", "apoz"),  # conv2: not surgery's, cut by DepGraph
          "prune.criterion: 'apoz' is not available for models pruned through DepGraph"),
+        (("--model", "resnet8"),  # prunable, but its BN cannot be folded for int8
+         "model resnet8: fold_bn: bn1 (BatchNorm2d) does not follow a Conv2d"),
     ],
     "feature_kd": [
         (("--methods", "at,nope"), "methods: unknown 'nope', choose from student, kd"),

@@ -33,7 +33,7 @@ from lib import models
 from lib.metrics import latency_ms
 from lib.quant import (QuantSpec, apply_to_weights, calibrate_model, cast_roundtrip,
                        check_int8_supported, fixed_point, fold_bn, has_batchnorm,
-                       model_size_bytes, prepare, quantize_weights_, to_int8)
+                       int8_weight_bytes, model_size_bytes, prepare, quantize_weights_, to_int8)
 from lib.runs import flat_config
 from lib.train import TrainConfig
 
@@ -76,12 +76,6 @@ def est_size_bytes(model: nn.Module, weight_bits: int, other_bits: int = 32) -> 
     `other_bits`; quantization scales are left out."""
     bits = sum(p.numel() * (weight_bits if p.dim() >= 2 else other_bits) for p in model.parameters())
     return bits / 8
-
-
-def int8_weight_bytes(q: nn.Module) -> int:
-    """Bytes of the int8 weight tensors of a converted model (one byte per weight)."""
-    return sum(m.weight().numel() for m in q.modules()
-               if callable(getattr(m, "weight", None)) and hasattr(m, "_packed_params"))
 
 
 def run_model(ctx: Context, setup, finetune: TrainConfig, seed: int) -> list[dict]:

@@ -80,15 +80,18 @@ def qat8_within_1(trials: pd.DataFrame) -> list[Comparison]:
                      _arm(trials, m, "float_ft"), tolerance=1.0) for m in _models(trials)]
 
 
-def int8_four_times_smaller(trials: pd.DataFrame) -> list[Comparison]:
-    """float / int8 bytes, of the weight tensors and of the whole saved model, vs 4."""
+def int8_four_times_smaller(trials: pd.DataFrame, saved_cols: tuple[str, str] = (
+        "float_size_bytes", "size_bytes")) -> list[Comparison]:
+    """float / int8 bytes, of the weight tensors and of the whole saved model, vs 4. The int8
+    rows hold both sides; `saved_cols` names their columns of saved bytes (float, int8)."""
     parts = []
+    float_saved, int8_saved = saved_cols
     for m in _models(trials):
         int8 = trials[(trials.model == m) & (trials.method == "int8")]
         if not len(int8):
             continue
         weights = (int8.float_weight_bytes / int8.weight_bytes).set_axis(int8.seed.rename("seed"))
-        saved = (int8.float_size_bytes / int8.size_bytes).set_axis(int8.seed.rename("seed"))
+        saved = (int8[float_saved] / int8[int8_saved]).set_axis(int8.seed.rename("seed"))
         parts.append(no_worse(f"{m}: weights, float32 / int8 bytes vs 4", weights, [4.0], scale=1))
         parts.append(no_worse(f"{m}: saved model, float / int8 bytes vs 4", saved, [4.0], scale=1))
     return parts

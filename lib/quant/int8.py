@@ -114,3 +114,10 @@ def model_size_bytes(model: nn.Module) -> int:
         warnings.simplefilter("ignore")
         torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
+
+
+def int8_weight_bytes(q: nn.Module) -> int:
+    """Bytes of the int8 weight tensors of a model converted by `to_int8` (one byte per weight;
+    scales, zero points and float biases left out)."""
+    return sum(m.weight().numel() for m in q.modules()
+               if callable(getattr(m, "weight", None)) and hasattr(m, "_packed_params"))

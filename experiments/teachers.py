@@ -2,8 +2,9 @@
 
 `teacher(spec, data, scale, device)` trains `spec.model` on `spec.dataset` under
 `runs/[smoke/]teachers/<hash>/` (its final weights in final.pt) unless that run is done, then
-loads it in eval mode. logit_kd, feature_kd, rkd and the compression pipeline ask for the same
-spec at a scale, so they train it once between them and every student and seed reuses it.
+loads it in eval mode. logit_kd, feature_kd and rkd ask for the same spec at a scale (the
+compression pipeline too at smoke and paper scale; its default trains on 20k images, so its
+teacher is its own), so they train it once between them and every student and seed reuses it.
 """
 from __future__ import annotations
 

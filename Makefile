@@ -23,7 +23,7 @@ help:
 	@echo "make rethinking            Rethinking the value of pruning: fine-tune vs scratch-E/B, ticket vs random init"
 	@echo "make filter-pruning        filter importance: l1, l2, fpgm, apoz, bn_gamma, random"
 	@echo "make kd                    logit distillation: KD, DML, Born-Again, Label Refinery, TA-KD"
-	@echo "make feature-kd            FitNet (two variants) and Attention Transfer, with and without KD"
+	@echo "make feature-kd            FitNet, Attention Transfer and FSP, with and without KD"
 	@echo "make rkd                   Relational KD (distance, angle) and Similarity-Preserving KD"
 	@echo "make quantization          PTQ sweep, QAT, int8 through torch.ao, precision curve"
 	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"

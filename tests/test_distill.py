@@ -15,6 +15,7 @@ from lib.distill import (LOSSES, DML, FSP, KD, AttentionTransfer, FeatureTap, Fi
                          RKDDistance, SimilarityPreserving, SoftCE, attention_map,
                          Distill, Term, cached_logits, check_loss_name, fsp_matrix, kd_criterion,
                          teacher_outputs, weighted_ce)
+from lib.distill.teacher import term_ratios, term_values
 from lib.train import TrainConfig, train
 
 MODEL_NAMES = ("lenet_300_100", "conv2", "conv4")  # small enough for a seconds-long test
@@ -230,6 +231,27 @@ def test_fitnet_regressor_shapes_and_gradients():
         conv.regress(torch.randn(2, 9, 7, 7))
 
 
+def test_fitnet_paper_regressor_sized_to_the_teachers_map():
+    """The paper's W_r: a valid conv of kernel H_s − H_t + 1 (then BN + ReLU, RepDistiller),
+    so a 14×14 guided map lands on a 7×7 hint map with no pooling; 1×1 for equal sizes."""
+    from lib.distill.fitnet import conv_regressor_fits
+    paper = FitNet(8, 16, "conv", (14, 14), (7, 7))
+    conv = paper.regressor[0]
+    assert conv.kernel_size == (8, 8) and conv.padding == (0, 0)
+    assert [type(m) for m in paper.regressor] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    s, t = torch.randn(4, 8, 14, 14), torch.randn(4, 16, 7, 7)
+    assert paper.regress(s).shape == (4, 16, 7, 7) and (paper.regress(s) >= 0).all()
+    torch.testing.assert_close(paper(s, t), F.mse_loss(paper.regress(s), t))
+    assert FitNet(8, 16, "conv", (7, 7), (7, 7)).regressor[0].kernel_size == (1, 1)
+    assert conv_regressor_fits((14, 14), (7, 7)) and not conv_regressor_fits((7, 7), (14, 14))
+    with pytest.raises(ValueError, match=r"^regressor: 'conv' needs the student's map at least as large"):
+        FitNet(8, 16, "conv", (7, 7), (14, 14))
+    with pytest.raises(ValueError, match="^regressor: unknown 'mlp', choose from 1x1, conv$"):
+        FitNet(8, 16, "mlp")
+    with pytest.raises(ValueError, match=r"^teacher_feat: the conv regressor was sized for maps"):
+        paper(s, torch.randn(4, 16, 6, 6))
+
+
 # ---- FSP --------------------------------------------------------------------------------------
 
 def test_fsp_hand_computed():
@@ -270,6 +292,35 @@ def test_fsp_adapters_gradients_and_errors():
         FSP()([torch.randn(3, 4), torch.randn(3, 4)], [torch.randn(3, 4), torch.randn(3, 4)])
     with pytest.raises(ValueError, match="^reduce: unknown 'max', choose from sum, mean$"):
         FSP(reduce="max")
+
+
+def test_attention_reads_a_precomputed_teacher_map():
+    s, t = torch.randn(3, 8, 7, 7), torch.randn(3, 16, 7, 7)
+    at = AttentionTransfer()
+    torch.testing.assert_close(at([s, s], [attention_map(t), t]), 2 * at(s, t))
+    with pytest.raises(ValueError, match="^attention: the teacher's precomputed map has 49 positions"):
+        at(torch.randn(3, 8, 14, 14), attention_map(t))
+
+
+# ---- term balance -----------------------------------------------------------------------------
+
+def test_term_values_and_ratios_by_hand():
+    torch.manual_seed(0)
+    student, teacher = models.build("conv2", SHAPE, 10), models.build("conv2", SHAPE, 10).eval()
+    x, y = torch.randn(8, *SHAPE), torch.randint(0, 10, (8,))
+    got = term_values(student, teacher, [Term("kd", KD(4.0), 0.5)], x, y)
+    with torch.no_grad():
+        logits = student(x)
+        assert got == pytest.approx({"ce": F.cross_entropy(logits, y).item(),
+                                     "kd": KD(4.0)(logits, teacher(x)).item()}, rel=1e-5)
+    # train_loss = 0.1·CE + 0.9·kd + 50·at; CE = 2 at the start, 0.5 at the end
+    history = [{"step": 0, "train_loss": float("nan")},
+               {"step": 5, "train_loss": 0.2 + 0.9 + 1.0, "loss_kd": 1.0, "loss_attention": 0.02},
+               {"step": 10, "train_loss": 0.05 + 0.45 + 0.5, "loss_kd": 0.5, "loss_attention": 0.01}]
+    ratios = term_ratios(history, {"kd": 0.9, "attention": 50.0}, ce_weight=0.1)
+    assert ratios == pytest.approx({"ratio_kd_start": 0.45, "ratio_attention_start": 0.5,
+                                    "ratio_kd_end": 0.9, "ratio_attention_end": 1.0})
+    assert term_ratios(history, {"kd": 0.9}, ce_weight=0.0) == {}  # no label term: no ratio
 
 
 # ---- registry and FeatureTap ------------------------------------------------------------------

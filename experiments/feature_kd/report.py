@@ -1,4 +1,4 @@
-"""Tables and figures of the feature-distillation experiment."""
+"""Tables and figures of the feature-distillation experiment, and its claims."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,18 +7,22 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from experiments.claims import write_claims
 from experiments.common import Context
-from experiments.feature_kd.config import METHODS
+from experiments.feature_kd.claims import CLAIMS
+from experiments.feature_kd.config import METHODS, RECIPES
+from experiments.feature_kd.layers import Produced
 from experiments.provenance import footer_line
-from lib.report import (aggregate, footer, markdown, mean_sd_table, recipe_text, save_figure,
-                        write_table, write_trials)
+from lib.report import (aggregate, footer, markdown, mean_sd, mean_sd_table, recipe_text,
+                        save_figure, write_table, write_trials)
+from lib.runs import atomic_write_text
 
 ORDER = ("teacher", *METHODS)
-FEATURE_NAMES = {"fitnet": "hint", "attention": "AT"}
+FEATURE_NAMES = {"fitnet": "hint", "attention": "AT", "fsp": "FSP"}
 
 
 def recipe(t: pd.Series) -> str:
-    """What the row's student was trained on, from its weights: '0.1·CE + 0.9·KD(T=4) + 1000·AT'."""
+    """What the row's student was trained on, from its weights: '0.1·CE + 0.9·KD(T=4) + 50·AT'."""
     if t.method == "teacher":
         return "the teacher (its final weights)"
     terms = [f"{t.ce_weight:g}·CE" if t.ce_weight != 1 else "CE"]
@@ -27,9 +31,19 @@ def recipe(t: pd.Series) -> str:
     if t.feature_weight:
         terms.append(f"{t.feature_weight:g}·{FEATURE_NAMES[t.feature]}")
     text = " + ".join(terms)
-    if t.method.startswith("fitnet_2stage"):
-        text = f"stage 1: hint on the lower layers; stage 2: {text}"
+    if RECIPES[t.method].two_stage:
+        first = {"fitnet": f"hint ({t.regressor} W_r)", "fsp": "FSP matrices"}[RECIPES[t.method].feature]
+        text = f"stage 1: {first} on the lower layers; stage 2: {text}"
     return text
+
+
+def balance(rows: pd.DataFrame) -> str:
+    """'start → end': a method's feature-term w·term / CE, mean over its trials ('' without)."""
+    r = rows.iloc[0]
+    start, end = f"ratio_{r.feature}_start", f"ratio_{r.feature}_end"
+    if not r.feature_weight or start not in rows:
+        return ""
+    return f"{rows[start].mean():.2f} → {rows[end].mean():.2f}"
 
 
 def paired_gain(trials: pd.DataFrame) -> pd.DataFrame:
@@ -40,10 +54,9 @@ def paired_gain(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_report(ctx: Context, produced: tuple[list[dict], list[tuple[str, str]]]) -> Path:
-    cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
-    rows, pairs = produced
-    rows = [{"teacher": cfg.teacher.model, "student": cfg.setup.model, **row} for row in rows]
+def write_report(ctx: Context, produced: Produced) -> Path:
+    cfg, scale, out, pairs = ctx.cfg, ctx.scale, ctx.out, produced.pairs
+    rows = [{"teacher": cfg.teacher.model, "student": cfg.setup.model, **row} for row in produced.rows]
     trials = write_trials(rows, out, setup=cfg.setup)
     trials["recipe"] = trials.apply(recipe, axis=1)
 
@@ -55,11 +68,18 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[tuple[str, str]]
         g = aggregate(gains, ["method"], ["gain"])
         table = table.merge(mean_sd_table(g, ["method"], ["gain"], percent=["gain"]).drop(columns="n"),
                             on="method", how="left").fillna("")
-        table = table[["method", "recipe", "test_acc", "gain", "at_gap", "n"]]
+    else:
+        table["gain"] = ""
+    by = trials.groupby("method")
+    table["balance"] = table.method.map(by.apply(balance)).fillna("")
+    table["last"] = table.method.map(by.selected_last.apply(
+        lambda v: f"{int(v.astype(bool).sum())} of {int(v.notna().sum())}" if v.notna().any() else ""))
+    table = table[["method", "recipe", "test_acc", "gain", "at_gap", "balance", "last", "n"]]
     table = table.sort_values("method", key=lambda c: c.map({m: i for i, m in enumerate(ORDER)}))
     table = table.replace({"nan": ""}).rename(columns={
         "test_acc": "test acc %", "gain": "Δ vs student (points, paired by seed)",
-        "at_gap": "attention gap to teacher"})
+        "at_gap": "attention gap to teacher", "balance": "w·term / CE, start → end",
+        "last": "selected at last eval"})
 
     s, h = cfg.setup, cfg.hint_train
     budget = lambda c: f"{c.epochs:g} epochs" if c.epochs else f"{c.iterations} iterations"  # noqa: E731
@@ -68,32 +88,66 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[tuple[str, str]]
         f"# Feature distillation: {cfg.teacher.model} → {s.model} on {s.dataset} ({scale} scale)\n\n"
         f"Teacher: {cfg.teacher.model}, trained once ({recipe_text(cfg.teacher.train)}), "
         f"shared with logit_kd and rkd; its row is its final weights, the ones distilled from. "
-        f"Students: {s.model}, {recipe_text(s.train)}. FitNet two-stage adds a stage 1 of "
-        f"{budget(h)} (hint loss alone, "
-        f"layers up to the guided one plus the 1x1-conv regressor W_r; stage 2 starts from "
-        f"those layers and W_r is dropped). **Selection rule:** each student is evaluated "
+        f"Students: {s.model}, {recipe_text(s.train)}. Two-stage methods (FitNet, FSP) add a "
+        f"stage 1 of {budget(h)}: "
+        f"their feature loss alone, on the layers it reads and those below (plus FitNet's "
+        f"regressor W_r or FSP's width adapters); stage 2 starts from those layers, the rest at "
+        f"the seed's initialisation, and drops W_r / the adapters. **Selection rule:** each "
+        f"student is evaluated "
         f"{'every ' + str(s.train.eval_every) + ' steps' if s.train.eval_every else 'every epoch'}; "
         f"the reported test accuracy is the one at the evaluation with the best validation "
         f"accuracy ({s.val_size} images held out of train), never selected on test.\n\n"
-        f"Layer pairs (student ← teacher, the stage outputs of equal spatial size): "
-        f"{', '.join(f'`{a}` ← `{b}`' for a, b in pairs)}. AT uses them all; FitNet's hint is "
-        f"the middle pair. Attention gap: the AT loss (Σ over the pairs of the mean squared "
-        f"difference of normalised attention maps) between the trained student and the teacher "
-        f"on {cfg.probe_size} test images. Mean ± sd over {cfg.seeds} seeds; Δ is paired by "
-        f"seed (same init and batch order as the student-alone run).\n\n")
+        f"Layer pairs (student ← teacher, stage outputs of equal spatial size): FitNet's hint "
+        f"`{pairs.hint[0]}` ← `{pairs.hint[1]}`; AT (student side at least {cfg.at_min_depth} "
+        f"convs deep) {_pairs(pairs.attention)}; FSP (flows between consecutive stages) "
+        f"{_pairs(pairs.fsp)}. Attention gap: the AT loss over AT's pairs between the trained "
+        f"student and the teacher on {cfg.probe_size} test images. w·term / CE: the weighted "
+        f"feature term over the label cross-entropy, means over the first and the last "
+        f"evaluation interval (trials.csv: `ratio_<term>_start`, `_end`, every term). Mean ± sd "
+        f"over {cfg.seeds} seeds; Δ is paired by seed (same init and batch order as the "
+        f"student-alone run).\n\n")
     students = trials[trials.method != "teacher"]
-    # a stage 1 is shared by both two-stage methods of a seed: count it once
-    hint_s = students[students.method.str.startswith("fitnet_2stage")].drop_duplicates(
-        "seed")["hint_wall_s"].sum() if "hint_wall_s" in students else 0.0
+    # a stage 1 is shared by both two-stage methods of a family and seed: count it once
+    family = students.method.str.split("+").str[0]
+    hint_s = (students.assign(family=family)[students.method.map(lambda m: RECIPES[m].two_stage)]
+              .drop_duplicates(["family", "seed"])["hint_wall_s"].sum()
+              if "hint_wall_s" in students else 0.0)
     teacher_line = (f"\nTeacher test accuracy {t_row.test_acc.mean() * 100:.2f} % (n = 1), trained "
                     f"once and cached for every experiment; {len(students)} students.\n")
-    note = (f" (of which the shared teacher {t_row.train_wall_s.sum():.0f} s; FitNet's stage-1 "
-            f"runs add {hint_s:.0f} s)")
+    note = (f" (of which the shared teacher {t_row.train_wall_s.sum():.0f} s; the two-stage "
+            f"methods' stage-1 runs add {hint_s:.0f} s)")
     write_table(out, header, markdown(table), teacher_line,
                 footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
+    write_balance(out, produced.balance, scale)
+    write_claims(CLAIMS, trials, out, f"feature distillation ({scale} scale)")
     plot_accuracy(trials, out / "accuracy.png", f"{cfg.teacher.model} → {s.model} on {s.dataset}")
     plot_gap(trials, out / "attention_gap.png")
     return out
+
+
+def _pairs(pairs) -> str:
+    return ", ".join(f"`{a}` ← `{b}`" for a, b in pairs)
+
+
+def write_balance(out: Path, rows: list[dict], scale: str) -> None:
+    """balance.md: the CE and each term on the untrained students (the weights' measurement)."""
+    b = pd.DataFrame(rows)
+    names = {"fitnet": "FitNet hint (one stage)", "attention": "AT", "fsp": "FSP (stage 1 only)",
+             "kd": "KD (T² · KL)"}
+    lines = []
+    for term, name in names.items():
+        w = b.get(f"weight_{term}")
+        weighted = "" if w is None else mean_sd(w * b[term] / b.ce, 2)
+        lines.append({"term": name, "value at init": mean_sd(b[term], 4),
+                      "weight": "" if w is None else f"{w.iloc[0]:g}", "w·term / CE": weighted})
+    text = (f"# Loss balance at initialisation ({scale} scale)\n\n"
+            f"The label cross-entropy and each distillation term (unweighted) on the untrained "
+            f"student (train mode, as at the first step) and the teacher, for the first "
+            f"1024 training images; mean ± sd over {len(b)} seeds. CE = {mean_sd(b.ce, 3)}. "
+            f"The default scale's one-stage weights are CE / term, rounded to one significant "
+            f"digit (KD keeps Hinton's mix α = 0.9; the two-stage methods train their term "
+            f"alone in stage 1, so no weight applies).\n\n" + markdown(pd.DataFrame(lines)))
+    atomic_write_text(out / "balance.md", text)
 
 
 def plot_accuracy(trials: pd.DataFrame, path: Path, title: str) -> None:

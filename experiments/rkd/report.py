@@ -10,16 +10,20 @@ import pandas as pd
 import seaborn as sns
 from torch import Tensor
 
+from experiments.claims import write_claims
 from experiments.common import Context
 from experiments.provenance import footer_line
+from experiments.rkd.claims import CLAIMS
 from experiments.rkd.config import METHODS
 from experiments.rkd.layers import Layers
 from experiments.rkd.structure import spearman
-from lib.report import (aggregate, config_columns, footer, markdown, mean_sd_table, recipe_text,
-                        save_figure, write_table, write_trials)
+from lib.report import (aggregate, config_columns, footer, markdown, mean_sd, mean_sd_table,
+                        recipe_text, save_figure, write_table, write_trials)
+from lib.runs import atomic_write_text
 
 STRUCTURE = ["dist_spearman", "angle_pearson", "rkd_d_loss", "knn_overlap", "recall_at_1"]
 METRICS = ["test_acc", "delta_acc", *STRUCTURE]
+SHORT = {"rkd_distance": "D", "rkd_angle": "A", "sp": "SP"}
 ORDER = ["teacher", *METHODS]
 LABELS = {"test_acc": "test acc %", "delta_acc": "Δ vs student (points)",
           "dist_spearman": "distance Spearman", "angle_pearson": "angle Pearson",
@@ -29,12 +33,14 @@ LABELS = {"test_acc": "test acc %", "delta_acc": "Δ vs student (points)",
 @dataclass
 class Produced:
     """What the run hands the report: one row per trial (the teacher's first), the layers the
-    terms read, the raw pixels' structure metrics, and seed 0's pairwise distances per model."""
+    terms read, the raw pixels' structure metrics, seed 0's pairwise distances per model, and the
+    loss balance at initialisation."""
 
     rows: list[dict]
     layers: Layers
     pixels: dict[str, float]
     scatter: dict[str, Tensor]
+    balance: list[dict]  # per seed: CE and each term on the untrained student
 
 
 def with_delta(trials: pd.DataFrame) -> pd.DataFrame:
@@ -63,8 +69,18 @@ def write_report(ctx: Context, produced: Produced) -> Path:
     table["terms"] = table.method.map(lambda m: " + ".join(("CE", *METHODS[m])) if m in METHODS
                                       else "labels (shared teacher)")
     table = table.sort_values("method", key=lambda c: c.map(ORDER.index), kind="stable")
-    table = table[["method", "terms", *METRICS, "n"]].rename(
-        columns={**LABELS, "knn_overlap": f"kNN overlap (k={cfg.knn_k})"})
+    by = trials.groupby("method")
+    table["se2"] = table.method.map(by.delta_acc.apply(
+        lambda d: f"{200 * d.std() / math.sqrt(len(d)):.2f}" if len(d) > 1 else "")).fillna("")
+    table["balance"] = table.method.map(lambda m: balance(trials[trials.method == m], m))
+    table["last"] = table.method.map(by.selected_last.apply(
+        lambda v: f"{int(v.astype(bool).sum())} of {int(v.notna().sum())}" if v.notna().any()
+        else "") if "selected_last" in trials else {}).fillna("")
+    table = table[["method", "terms", "test_acc", "delta_acc", "se2", *STRUCTURE, "balance",
+                   "last", "n"]].rename(
+        columns={**LABELS, "knn_overlap": f"kNN overlap (k={cfg.knn_k})",
+                 "se2": "2·se of Δ (points)", "balance": "w·term / CE, start → end",
+                 "last": "selected at last eval"})
 
     s = cfg.setup
     header = (
@@ -77,13 +93,19 @@ def write_report(ctx: Context, produced: Produced) -> Path:
         f"`{layers.student['embed']}`, teacher `{layers.teacher['embed']}`), SP ×{s.w_sp:g} on "
         f"the last conv features (`{layers.student['conv']}`, `{layers.teacher['conv']}`), KD "
         f"α = {s.kd_alpha:g} at T = {s.kd_T:g} (CE then weighted {1 - s.kd_alpha:g}). "
-        f"Selection: each student's test accuracy is read at its evaluation with the lowest "
-        f"validation loss (never selected on test); the structure metrics are measured at those "
+        f"Selection: each student's test accuracy is read at its evaluation with the "
+        f"{'highest validation accuracy' if s.train.early_stop_on == 'val_acc' else 'lowest validation loss'}"
+        f" (never selected on test); the structure metrics are measured at those "
         f"same weights on the first {cfg.struct_size} test images: Spearman correlation of the "
         f"student's and the teacher's pairwise distances, Pearson correlation of triplet-angle "
         f"cosines ({cfg.angle_size} images), the RKD distance loss (batches of "
         f"{cfg.loss_batch}), the overlap of the {cfg.knn_k} nearest neighbours, and "
-        f"leave-one-out recall@1 of the labels. Δ is paired by seed. Mean ± sd over seeds.\n\n")
+        f"leave-one-out recall@1 of the labels. Δ is paired by seed. Mean ± sd over seeds. "
+        f"2·se of Δ: twice the standard error of the paired difference, sd(Δ)/√n, the "
+        f"smallest gain the verdict rule counts as real with these seeds (and the largest "
+        f"loss it still calls no loss). w·term / CE: each weighted relational term over the "
+        f"label cross-entropy, means over the first and the last evaluation interval "
+        f"(trials.csv: `ratio_<term>_start`, `_end`).\n\n")
     reference = (f"\nReference, the raw pixels against the teacher: distance Spearman "
                  f"{pixels['dist_spearman']:.3f}, angle Pearson {pixels['angle_pearson']:.3f}, "
                  f"RKD-D loss {pixels['rkd_d_loss']:.4f}, kNN overlap "
@@ -92,6 +114,8 @@ def write_report(ctx: Context, produced: Produced) -> Path:
     note = f" over {len(trials) - 1} students and the shared teacher (the teacher: {t_wall:.0f} s)"
     write_table(out, header, markdown(table), reference,
                 footer(trials, footer_line(ctx.provenance(trials.run)), note=note))
+    write_balance(out, produced.balance, ctx.scale)
+    write_claims(CLAIMS, trials, out, f"relational KD and SP ({ctx.scale} scale)")
 
     students = trials[trials.method != "teacher"]
     order = [m for m in METHODS if m in set(students.method)]
@@ -99,6 +123,34 @@ def write_report(ctx: Context, produced: Produced) -> Path:
     structure_plot(students, order, pixels, out / "structure.png")
     distance_plot(produced.scatter, out / "distances.png")
     return out
+
+
+def balance(rows: pd.DataFrame, method: str) -> str:
+    """'start → end' of each relational term's w·term / CE, mean over the method's trials."""
+    parts = []
+    for term in METHODS.get(method, ()):
+        start, end = f"ratio_{term}_start", f"ratio_{term}_end"
+        if term != "kd" and start in rows and rows[start].notna().any():
+            parts.append(f"{SHORT[term]} {rows[start].mean():.2f} → {rows[end].mean():.2f}")
+    return "; ".join(parts)
+
+
+def write_balance(out: Path, rows: list[dict], scale: str) -> None:
+    """balance.md: the CE and each term on the untrained students (the weights' measurement)."""
+    b = pd.DataFrame(rows)
+    lines = []
+    for term in ("rkd_distance", "rkd_angle", "sp", "kd"):
+        w = b[f"weight_{term}"]
+        lines.append({"term": term, "value at init": mean_sd(b[term], 4), "weight": f"{w.iloc[0]:g}",
+                      "w·term / CE": mean_sd(w * b[term] / b.ce, 2)})
+    text = (f"# Loss balance at initialisation ({scale} scale)\n\n"
+            f"The label cross-entropy and each distillation term (unweighted) on the untrained "
+            f"student (train mode, as at the first step) and the teacher, averaged over the "
+            f"first 8 training batches of 128; mean ± sd over {len(b)} seeds. CE = "
+            f"{mean_sd(b.ce, 3)}. The default scale's relational weights are CE / term, rounded "
+            f"to one significant digit; KD keeps Hinton's mix, α = 0.9 (its weight here).\n\n"
+            + markdown(pd.DataFrame(lines)))
+    atomic_write_text(out / "balance.md", text)
 
 
 def accuracy_plot(students: pd.DataFrame, trials: pd.DataFrame, order: list[str], path: Path) -> None:

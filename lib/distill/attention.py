@@ -36,6 +36,10 @@ class AttentionTransfer(nn.Module):
     adaptive-average-pooled to the smaller before its map is taken. The paper writes the term
     as β/2 · ‖Q_s − Q_t‖_2; the official code uses this per-element mean with β = 1000 — the
     weight is the experiment's to set. Teacher features are detached.
+
+    A teacher entry of shape (B, H·W) is taken as the teacher's attention map already computed
+    (`attention_map`, e.g. once for the whole training set: the teacher never changes); the
+    student's map must then have H·W positions, as no pooling is possible.
     """
 
     inputs = "features"
@@ -50,12 +54,19 @@ class AttentionTransfer(nn.Module):
         """Loss between one feature map (or a list of them) of student and teacher."""
         total = 0.0
         for s, t in feature_pairs(student_feats, teacher_feats, "attention"):
-            if s.dim() != 4 or t.dim() != 4:
+            if s.dim() != 4 or t.dim() not in (2, 4):
                 raise ValueError(f"attention: needs feature maps (B, C, H, W), got student "
                                  f"{tuple(s.shape)} and teacher {tuple(t.shape)}")
-            s, t = match_spatial(s, t.detach())
+            if t.dim() == 2:  # the teacher's map, precomputed
+                qt = t.detach()
+                if s.shape[2] * s.shape[3] != qt.shape[1]:
+                    raise ValueError(f"attention: the teacher's precomputed map has "
+                                     f"{qt.shape[1]} positions, the student's map "
+                                     f"{tuple(s.shape[2:])}")
+            else:
+                s, t = match_spatial(s, t.detach())
+                qt = attention_map(t, self.p, self.reduce)
             qs = attention_map(s, self.p, self.reduce)
-            qt = attention_map(t, self.p, self.reduce)
             total = total + (qs - qt).pow(2).mean()
         return total
 

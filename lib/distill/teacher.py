@@ -142,3 +142,36 @@ class Distill(Hook):
     def remove(self) -> None:
         if self.tap is not None:
             self.tap.remove()
+
+
+@torch.no_grad()
+def term_values(student: nn.Module, teacher: nn.Module, terms: Sequence[Term], x: Tensor,
+                y: Tensor) -> dict[str, float]:
+    """{"ce": label cross-entropy, <term name>: its unweighted value} on the batch (x, y), the
+    teacher online, the student in its current mode: what a training step would add up at this
+    point (e.g. at initialisation, to put each weighted term on the scale of the CE)."""
+    hook = Distill(student, teacher, terms)
+    try:
+        logits = student(x)
+        hook.extra_loss(x, y, logits)
+        values = {k.removeprefix("loss_"): v for k, v in hook.metrics(student, None).items()}
+    finally:
+        hook.remove()
+    return {"ce": F.cross_entropy(logits, y).item(), **values}
+
+
+def term_ratios(history: Sequence[dict], weights: dict[str, float],
+                ce_weight: float) -> dict[str, float]:
+    """`ratio_<term>_start` / `_end`: weight · term over the label cross-entropy (unweighted),
+    each a mean over the first / last evaluation interval of a training curve (`history` rows
+    with `train_loss` = ce_weight·CE + Σ weight·term and the `loss_<term>` means `Distill`
+    logs). Empty for a curve without training rows or without a label term."""
+    rows = [r for r in history if r.get("step", 0) > 0 and all(f"loss_{n}" in r for n in weights)]
+    if not rows or not weights or ce_weight <= 0:
+        return {}
+    out = {}
+    for when, row in (("start", rows[0]), ("end", rows[-1])):
+        weighted = {n: w * row[f"loss_{n}"] for n, w in weights.items()}
+        ce = (row["train_loss"] - sum(weighted.values())) / ce_weight
+        out.update({f"ratio_{n}_{when}": v / ce for n, v in weighted.items()})
+    return out

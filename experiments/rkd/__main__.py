@@ -24,7 +24,7 @@ from torch import Tensor
 
 from experiments.common import Context, Experiment, lazy, parse_list
 from experiments.packing import TrialSpec, train_all
-from experiments.rkd.config import METHODS, RKDConfig, Setup, Trial, for_scale
+from experiments.rkd.config import DEFAULT_METHODS, METHODS, RKDConfig, Setup, Trial, for_scale
 from experiments.rkd.layers import Layers, find_layers
 from experiments.rkd.structure import embed, structure_metrics, upper
 from experiments.teachers import teacher
@@ -48,7 +48,7 @@ LOSS_SPECS = {
 
 def flags(p) -> None:
     p.add_argument("--methods", default=None,
-                   help=f"comma list of {', '.join(METHODS)} (default: all but sp+kd)")
+                   help=f"comma list of {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
 
 
 def configure(cfg: RKDConfig, a) -> RKDConfig:

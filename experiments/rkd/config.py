@@ -35,9 +35,13 @@ METHODS: dict[str, tuple[str, ...]] = {
     "sp+kd": ("sp", "kd"),
 }
 # 5 seeds each (the papers' effects are about the seed-to-seed noise) of what fits the default
-# scale's 30 minutes on 2 cores with converged students: the student alone, KD, the paper's RKD
-# (both terms) and SP. With KD, or distance / angle alone, is opt-in (--methods)
-DEFAULT_METHODS = ("student", "kd", "rkd_da", "sp")
+# scale's 30 minutes on 2 cores with converged students: the student alone, the paper's RKD (both
+# terms) and SP. Estimated before the run from feature_kd's default run on this machine (6-epoch
+# vgg_tiny students with evaluations: about 72 s each hook-free in a pack, about 75 s with KD) and
+# the per-step costs measured alone when the port was made (KD 21.5, RKD distance + angle 45.3,
+# SP 29.7 ms per step): about 26 minutes for these three arms, about 32 with KD as well. So KD,
+# the arms with KD and distance / angle alone are opt-in (--methods)
+DEFAULT_METHODS = ("student", "rkd_da", "sp")
 
 
 EPOCHS = 6.0  # as feature_kd

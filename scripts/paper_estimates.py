@@ -131,8 +131,11 @@ def work(name: str, c) -> list[Job]:
         alone = n * ("student" in c.methods)
         out += [job("students alone", alone, s, s.train),
                 job("distilled students", n * len(c.methods) - alone, s, s.train, teacher=t)]
-        if name == "feature_kd" and any(m.startswith("fitnet_2stage") for m in c.methods):
-            out.append(job("FitNet stage 1 (lower layers: costed whole)", n, s, c.hint_train, teacher=t))
+        if name == "feature_kd":  # one stage 1 per two-stage family (FitNet, FSP) and seed
+            from experiments.feature_kd.config import RECIPES
+            two = sorted({RECIPES[m].feature for m in c.methods if RECIPES[m].two_stage})
+            out.append(job(f"stage 1 of {' and '.join({'fitnet': 'FitNet', 'fsp': 'FSP'}[f] for f in two)}"
+                           f" (lower layers: costed whole)", n * len(two), s, c.hint_train, teacher=t))
         return [j for j in out if j.count]
     if name == "compression_pipeline":
         t = c.teacher.model

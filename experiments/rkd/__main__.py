@@ -163,15 +163,16 @@ def loss_balance(ctx: Context, t_model, layers: Layers, batch: int = 128, batche
     """Per seed, the CE and each relational term (and KD) on the untrained student (train mode,
     as at the first step), the teacher online, averaged over the first `batches` training
     batches of `batch` images (RKD and SP compare the images of one batch): the measurement
-    behind the default scale's weights."""
+    behind the default scale's weights (fewer batches where the training set is smaller)."""
     setup, data = ctx.cfg.setup, ctx.data
+    seen = min(len(data.train_x), batch * batches)
     rows = []
     for seed in range(ctx.cfg.seeds):
         student = ctx.build(setup.model, seed).train()
         found = [replace(t, weight=1.0) for t in terms(setup, "rkd_da+kd", layers)]
         found += [replace(t, weight=1.0) for t in terms(setup, "sp", layers)]
         values = [term_values(student, t_model, found, data.train_x[i:i + batch],
-                              data.train_y[i:i + batch]) for i in range(0, batch * batches, batch)]
+                              data.train_y[i:i + batch]) for i in range(0, seen, batch)]
         rows.append({"seed": seed, **{k: sum(v[k] for v in values) / len(values) for k in values[0]}})
     return [{**r, **{f"weight_{k}": w for k, w in setup.weights().items()}} for r in rows]
 

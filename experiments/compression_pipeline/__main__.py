@@ -42,8 +42,8 @@ from lib.metrics import count_macs, count_params, latency_ms
 from lib.prune import depgraph
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import family, load_pruned, save_pruned
-from lib.quant import (QuantSpec, calibrate_model, fold_bn, int8_weight_bytes, model_size_bytes,
-                       prepare, to_int8)
+from lib.quant import (QuantSpec, calibrate_model, est_size_bytes, fold_bn, int8_weight_bytes,
+                       model_size_bytes, prepare, to_int8)
 from lib.runs import Run, atomic_torch_save
 
 
@@ -79,12 +79,6 @@ def configure(cfg: PipelineConfig, a) -> PipelineConfig:
             raise ValueError(f"model: '{cfg.setup.model}' has no layer that can be pruned alone")
     check_quantizable(cfg.setup)
     return cfg if a.calibration is None else replace(cfg, calibration=a.calibration)
-
-
-def est_size_bytes(model: nn.Module, weight_bits: int) -> float:
-    """Storage estimate: weight matrices / kernels at `weight_bits`, 1-d parameters (BN, biases)
-    at 32 bits; quantization scales and BN running statistics are left out."""
-    return sum(p.numel() * (weight_bits if p.dim() >= 2 else 32) for p in model.parameters()) / 8
 
 
 def describe(model: nn.Module, input_shape, batch: Tensor) -> dict:

@@ -32,7 +32,7 @@ from experiments.trial import POLICY
 from lib import models
 from lib.metrics import latency_ms
 from lib.quant import (QuantSpec, apply_to_weights, calibrate_model, cast_roundtrip,
-                       check_int8_supported, fixed_point, fold_bn, has_batchnorm,
+                       check_int8_supported, est_size_bytes, fixed_point, fold_bn, has_batchnorm,
                        int8_weight_bytes, model_size_bytes, prepare, quantize_weights_, to_int8)
 from lib.runs import flat_config
 from lib.train import TrainConfig
@@ -69,13 +69,6 @@ def check_quantizable(setup) -> None:
         check_int8_supported(fold_bn(model))
     except ValueError as e:
         raise ValueError(f"model {setup.model}: {e}") from None
-
-
-def est_size_bytes(model: nn.Module, weight_bits: int, other_bits: int = 32) -> float:
-    """Storage estimate: weight matrices / kernels at `weight_bits`, the rest (biases) at
-    `other_bits`; quantization scales are left out."""
-    bits = sum(p.numel() * (weight_bits if p.dim() >= 2 else other_bits) for p in model.parameters())
-    return bits / 8
 
 
 def run_model(ctx: Context, setup, finetune: TrainConfig, seed: int) -> list[dict]:

@@ -116,6 +116,13 @@ def model_size_bytes(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
+def est_size_bytes(model: nn.Module, weight_bits: int, other_bits: int = 32) -> float:
+    """Storage estimate: weight matrices / kernels at `weight_bits`, the rest (biases, BN) at
+    `other_bits`; quantization scales and BN running statistics are left out."""
+    bits = sum(p.numel() * (weight_bits if p.dim() >= 2 else other_bits) for p in model.parameters())
+    return bits / 8
+
+
 def int8_weight_bytes(q: nn.Module) -> int:
     """Bytes of the int8 weight tensors of a model converted by `to_int8` (one byte per weight;
     scales, zero points and float biases left out)."""

@@ -39,7 +39,8 @@ from lib.runs import atomic_torch_save
 def flags(p) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {', '.join(METHODS)} (default: all but the "
-                        f"one-stage fitnet, fitnet+kd)")
+                        f"one-stage fitnet, fitnet+kd; at the default scale also without "
+                        f"fitnet_2stage+kd, fsp+kd, to fit 30 CPU minutes)")
 
 
 def configure(cfg: FeatureKDConfig, a) -> FeatureKDConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,6 +23,7 @@ from experiments.logit_kd.config import METHODS, Trial, for_scale
 from experiments.logit_kd.dml import Peers, PeerTracker, mutual_criterion
 from experiments.logit_kd.trials import Ensemble
 from lib import data as datasets
+from lib.distill import TermMeans
 from lib import models
 from lib.runs import config_hash
 from lib.train import TrainConfig, evaluate, train
@@ -46,6 +48,26 @@ def test_mutual_criterion_gives_each_peer_its_own_dml_gradient():
         torch.testing.assert_close(net.weight.grad, g)
     peers.eval()
     assert torch.equal(peers(x), peers.peers[0](x))  # evaluation sees peer 0
+
+
+def test_mutual_criterion_logs_the_peers_mimicry_kl():
+    """loss_dml is the batch mean of Σ_k mean_{l≠k} KL(p_l ‖ p_k), by hand; the loss minus it
+    is the peers' summed CE; the log starts afresh after each evaluation."""
+    torch.manual_seed(0)
+    peers = Peers([nn.Linear(6, 4), nn.Linear(6, 4), nn.Linear(6, 4)]).train()
+    log = TermMeans(["dml"])
+    criterion, want, losses = mutual_criterion(peers, log), [], []
+    for _ in range(2):
+        x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+        losses.append(criterion(x, y, peers(x)).item())
+        p = [F.softmax(o, 1) for o in peers.logits]
+        kl = sum(sum((p[j] * (p[j].log() - p[k].log())).sum(1).mean() for j in range(3) if j != k) / 2
+                 for k in range(3))
+        want.append(kl.item())
+        ce = sum(F.cross_entropy(o, y) for o in peers.logits).item()
+        assert losses[-1] - want[-1] == pytest.approx(ce, rel=1e-5)
+    assert log.metrics(peers, None) == {"loss_dml": pytest.approx(sum(want) / 2, rel=1e-5)}
+    assert log.metrics(peers, None) == {}
 
 
 def test_ensemble_of_one_is_the_model_and_averages_probabilities():
@@ -275,9 +297,43 @@ def test_columns_methods_and_table(smoke):
     trained = len(set(trials.run))  # every trial of the table, the shared teacher included
     table = assert_report(out, "logit_kd", trained,
                           "accuracy_per_method.png", "accuracy_per_generation.png")
-    assert "| method | teacher | student | generation | test acc % | Δ vs alone (pts) | n |" in table
+    assert ("| method | teacher | student | generation | test acc % | Δ vs alone (pts) "
+            "| w·term / CE, start → end | n |") in table
     assert "| teacher |  | resnet8 | 0 |" in table and "| student |  | lenet_300_100 | 0 |" in table
     assert "lowest validation loss" in table
+
+
+@pytest.mark.smoke
+def test_loss_ratios_are_logged_where_there_is_a_label_term(smoke):
+    """kd, ban, ta_kd and both DML peers carry α·KD / CE (DML: mimicry KL / CE) at the start
+    and the end of training, recomputed here from the run's metrics.csv; Label Refinery (no
+    label term), the student alone and the ensemble carry none."""
+    base, out, trials = smoke
+    cols = ["ratio_kd_start", "ratio_kd_end"]
+    kd = trials[trials.method.isin(["kd", "ban", "ta_kd"])]
+    dml = trials[trials.method == "dml"][["ratio_dml_start", "ratio_dml_end"]]
+    for values in (kd[cols], dml):
+        assert len(values) and np.isfinite(values.to_numpy(float)).all() and (values > 0).all().all()
+    assert trials.loc[~trials.method.isin(["kd", "ban", "ta_kd"]), cols].isna().all().all()
+    assert trials.loc[trials.method != "dml", ["ratio_dml_start", "ratio_dml_end"]].isna().all().all()
+    assert not any(c.startswith("ratio_soft_ce") for c in trials)  # lr: undefined, never written
+    r = kd.iloc[0]
+    curve = pd.read_csv(run_dir(base, r.run) / "metrics.csv").query("step > 0")
+    first, last = curve.iloc[0], curve.iloc[-1]
+    for row, col in ((first, "ratio_kd_start"), (last, "ratio_kd_end")):
+        weighted = r.alpha * row.loss_kd
+        assert r[col] == pytest.approx(weighted / ((row.train_loss - weighted) / (1 - r.alpha)))
+    assert first.step < last.step
+    p0 = trials[(trials.method == "dml") & (trials.peer == 0)].iloc[0]
+    curve = pd.read_csv(run_dir(base, p0.run) / "metrics.csv").query("step > 0")
+    last = curve.iloc[-1]
+    assert p0.ratio_dml_end == pytest.approx(last.loss_dml / (last.train_loss - last.loss_dml))
+    lines = (out / "table.md").read_text().splitlines()
+    main = kd[(kd.method == "kd") & (kd.student == "lenet_300_100")]
+    kd_row = next(x for x in lines if x.startswith("| kd | resnet8 | lenet_300_100 |"))
+    assert f"| {main.ratio_kd_start.mean():.2f} → {main.ratio_kd_end.mean():.2f} |" in kd_row
+    lr_row = next(x for x in lines if x.startswith("| lr |"))
+    assert " → " not in lr_row
 
 
 @pytest.mark.smoke

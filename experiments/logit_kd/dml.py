@@ -24,7 +24,7 @@ from experiments.common import Context
 from experiments.logit_kd.config import Trial
 from experiments.logit_kd.trials import row
 from lib.data import Splits
-from lib.distill import DML
+from lib.distill import DML, TermMeans, term_ratios
 from lib.runs import atomic_torch_save
 from lib.train import Hook, TrainResult, evaluate
 
@@ -46,18 +46,26 @@ class Peers(nn.Module):
         return self.logits[0]
 
 
-def mutual_criterion(peers: Peers):
-    """`criterion(x, y, logits)` for `lib.train.train`: every peer's CE + mean mimicry KL."""
+def mutual_criterion(peers: Peers, log: TermMeans | None = None):
+    """`criterion(x, y, logits)` for `lib.train.train`: every peer's CE + mean mimicry KL.
+
+    With `log` (a `TermMeans` over "dml", passed to the loop as a hook), each batch's mimicry
+    terms summed over the peers are logged as `loss_dml`; the label term is then
+    train_loss − loss_dml, the peers' CEs summed (`term_ratios` with weight 1 and CE weight 1)."""
     mimicry = DML()
 
     def criterion(x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
         outs = peers.logits
         if not outs or outs[0] is not logits:
             raise RuntimeError("mutual_criterion: call it right after Peers.forward in training mode")
-        total = 0.0
+        total, kl = 0.0, 0.0
         for k, own in enumerate(outs):
             others = [mimicry(own, o) for j, o in enumerate(outs) if j != k]
-            total = total + F.cross_entropy(own, y) + sum(others) / len(others)
+            term = sum(others) / len(others)
+            total = total + F.cross_entropy(own, y) + term
+            kl = kl + term.detach()
+        if log is not None:
+            log.add({"dml": kl})
         return total
 
     return criterion
@@ -114,20 +122,22 @@ def train_dml(ctx: Context, trial: Trial, name: str) -> list[dict]:
     model = Peers([ctx.build(setup.model, trial.seed + 1000 * k) for k in range(trial.peers)])
     trackers = [PeerTracker(p, k, setup.train.early_stop_on)
                 for k, p in enumerate(model.peers) if k]
+    mimicry = TermMeans(["dml"])  # the loop's hook logging loss_dml (after the trackers)
 
     def after(model: Peers, res: TrainResult) -> dict:
         prefix = "peers.0."
         atomic_torch_save({k[len(prefix):]: v for k, v in res.best_state.items()
                            if k.startswith(prefix)}, run.path("best_peer0.pt"))
-        out = {}
+        # ratio_dml_start/_end: the peers' mimicry KLs over their CEs, both summed over peers
+        out = term_ratios(res.history, {"dml": 1.0}, 1.0)
         for k, tracker in enumerate(trackers, start=1):
             atomic_torch_save(tracker.result.best_state, run.path(f"best_peer{k}.pt"))
             out.update(tracker.summary())
         return out
 
     res = ctx.train(run, stage="distill", name=name, seed=trial.seed, train_cfg=setup.train,
-                    build=lambda: model, hooks_for=lambda m: trackers,
-                    criterion=mutual_criterion(model), keep_best=True, after=after)
+                    build=lambda: model, hooks_for=lambda m: [*trackers, mimicry],
+                    criterion=mutual_criterion(model, mimicry), keep_best=True, after=after)
     rows = []
     for k in range(trial.peers):  # peer 0's numbers are the loop's own
         own = {col: res[f"peer{k}_{key}"] for col, key in PEER_KEYS.items()} if k else {}

@@ -29,22 +29,41 @@ def refinery_stop_rule(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def matching(trials: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
+    """The trials of the table row `key` (same BY columns; a NaN matches NaN)."""
+    sel = trials
+    for c in BY:
+        sel = sel[sel[c].isna() if pd.isna(key[c]) else sel[c] == key[c]]
+    return sel
+
+
 def paired_delta(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
     """Per table row: mean ± sd over seeds of (its test acc − the same model's student alone),
     in points; blank for a model trained only as an assistant (no student-alone row)."""
     students = trials[trials.method == "student"]
     out = []
     for _, key in table_rows.iterrows():
-        sel = trials
-        for c in BY:
-            same = sel[c].isna() if pd.isna(key[c]) else sel[c] == key[c]
-            sel = sel[same]
+        sel = matching(trials, key)
         alone = students[students.student == key.student].set_index("seed").test_acc
         if key.method in ("teacher", "student") or not len(alone):
             out.append("")
             continue
         d = 100 * (sel.test_acc.to_numpy() - alone.loc[sel.seed].to_numpy())
         out.append(f"{d.mean():+.2f} ± {d.std(ddof=1):.2f}" if len(d) > 1 else f"{d.mean():+.2f}")
+    return out
+
+
+def balance(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
+    """Per table row: 'start → end', the mean over its trials of each logged distillation term's
+    w·term / CE (trials.csv `ratio_<term>_start`, `_end`); blank where none is logged (the
+    student alone, the ensemble, Label Refinery, which has no label term)."""
+    terms = [c.removeprefix("ratio_").removesuffix("_start") for c in trials
+             if c.startswith("ratio_") and c.endswith("_start")]
+    out = []
+    for _, key in table_rows.iterrows():
+        sel = matching(trials, key)
+        out.append("; ".join(f"{sel[f'ratio_{t}_start'].mean():.2f} → {sel[f'ratio_{t}_end'].mean():.2f}"
+                             for t in terms if sel[f"ratio_{t}_start"].notna().any()))
     return out
 
 
@@ -62,6 +81,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
     table = table.sort_values(["method", "generation"], key=lambda c: c.map(rank) if
                               c.name == "method" else c, kind="stable").reset_index(drop=True)
     table.insert(5, "Δ vs alone (pts)", paired_delta(full, table))
+    table.insert(6, "w·term / CE, start → end", balance(full, table))
     table = table.rename(columns={"test_acc": "test acc %"})
 
     s, t = cfg.setup, cfg.teacher
@@ -79,7 +99,10 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"({cfg.assistant or s.model}, its kd trial; ta_kd generation 2). **Selection: each accuracy is "
         f"the test accuracy at the evaluation with the lowest validation loss (never selected "
         f"on test); those weights are what a chain passes on.** Δ: paired by seed against the "
-        f"student alone. Mean ± sd over seeds.\n\n")
+        f"student alone. w·term / CE: the weighted distillation term (α·T²·KL; DML: the "
+        f"peers' mimicry KL) over the unweighted label cross-entropy, means over the first and the last "
+        f"evaluation interval, averaged over the row's trials (trials.csv: `ratio_<term>_start`, "
+        f"`_end`); none for Label Refinery, which has no label term. Mean ± sd over seeds.\n\n")
     teacher_s = trials.loc[trials.method == "teacher", "train_wall_s"].sum()
     note = (f" (of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
             f"feature_kd and rkd)")

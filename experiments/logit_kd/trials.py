@@ -6,7 +6,9 @@ term is the loop's criterion, the soft term one `lib.distill.Distill` hook whose
 the source's logits on the training set, computed once and looked up per batch, or computed per
 batch when the recipe augments. The loop keeps the weights of the best validation evaluation
 (`keep_best`); they are saved as best.pt and are what a chain hands down, and the trial's
-`test_acc` is measured at that evaluation.
+`test_acc` is measured at that evaluation. The hook logs the soft term's mean per evaluation
+interval (`loss_kd`, `loss_soft_ce`), from which the trial's result gets `ratio_kd_start` /
+`_end` (`term_ratios`: α·term / CE; none for Label Refinery, which has no label term).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from experiments.common import Context
 from experiments.logit_kd.config import Trial
 from lib import models
 from lib.data import Splits
-from lib.distill import KD, Distill, SoftCE, Term, teacher_outputs, weighted_ce
+from lib.distill import KD, Distill, SoftCE, Term, teacher_outputs, term_ratios, weighted_ce
 from lib.runs import atomic_torch_save
 
 
@@ -65,18 +67,24 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
     if source is not None and trial.parent != source.hash:
         raise ValueError(f"parent: {trial.parent} is not the source's run {source.hash}")
 
+    term = None if source is None else (
+        Term("soft_ce", SoftCE(), trial.alpha) if trial.method == "lr"
+        else Term("kd", KD(trial.T), trial.alpha))
+
     def hooks_for(model: nn.Module) -> list[Distill]:  # only called when the trial trains
-        if source is None:
-            return []
-        term = (Term("soft_ce", SoftCE(), trial.alpha) if trial.method == "lr"
-                else Term("kd", KD(trial.T), trial.alpha))
-        return [source.distill(model, ctx.data, term, setup.train.augment)]
+        return [] if term is None else [source.distill(model, ctx.data, term, setup.train.augment)]
+
+    def after(model: nn.Module, res) -> dict:
+        atomic_torch_save(res.best_state, run.path("best.pt"))
+        # ratio_<term>_start/_end: α·term / CE; none without a teacher or a label term (lr)
+        return {} if term is None else term_ratios(res.history, {term.name: term.weight},
+                                                   1.0 - trial.alpha)
 
     res = ctx.train(run, stage="distill" if source else "train", name=name, seed=trial.seed,
                     train_cfg=setup.train, build=lambda: ctx.build(model_name, trial.seed),
                     hooks_for=hooks_for, keep_best=True,
                     criterion=weighted_ce(1.0 - trial.alpha) if trial.alpha else None,
-                    after=lambda m, r: atomic_torch_save(r.best_state, run.path("best.pt")))
+                    after=after)
     return row(ctx, trial, res, name, source.label if source else "")
 
 
@@ -89,7 +97,8 @@ def row(ctx: Context, trial: Trial, res: dict, name: str, teacher: str, peer: in
             "test_acc": res["test_acc"], "val_acc": res["val_acc"],
             "final_test_acc": res["final_test_acc"], "early_stop_iter": res["early_stop_iter"],
             "selected_last": res.get("selected_last"),
-            "train_wall_s": res["train_wall_s"], "run": res.get("run", "")}
+            "train_wall_s": res["train_wall_s"], "run": res.get("run", ""),
+            **{k: v for k, v in res.items() if k.startswith("ratio_")}}
 
 
 def ensemble(ctx: Context, trial: Trial, members: list[Source], name: str) -> dict:

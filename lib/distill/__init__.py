@@ -16,7 +16,7 @@ from lib.distill.refinery import SoftCE
 from lib.distill.rkd import RKDAngle, RKDDistance
 from lib.distill.sp import SimilarityPreserving
 from lib.distill.targets import cached_logits
-from lib.distill.teacher import Distill, Term, teacher_outputs, weighted_ce
+from lib.distill.teacher import Distill, Term, TermMeans, teacher_outputs, term_ratios, weighted_ce
 
 LOSSES: dict[str, type] = {
     "kd": KD,
@@ -39,5 +39,5 @@ def check_loss_name(name: str) -> None:
 
 __all__ = ["LOSSES", "check_loss_name", "KD", "kd_criterion", "DML", "SoftCE", "FitNet",
            "AttentionTransfer", "attention_map", "FSP", "fsp_matrix", "RKDDistance", "RKDAngle",
-           "SimilarityPreserving", "FeatureTap", "cached_logits", "Distill", "Term", "teacher_outputs",
-           "weighted_ce"]
+           "SimilarityPreserving", "FeatureTap", "cached_logits", "Distill", "Term", "TermMeans",
+           "teacher_outputs", "term_ratios", "weighted_ce"]

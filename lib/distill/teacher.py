@@ -70,7 +70,30 @@ def teacher_outputs(teacher: nn.Module, x: Tensor, layers: Sequence[str] = (),
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-class Distill(Hook):
+class TermMeans(Hook):
+    """Logs each named term's mean (unweighted) value per batch since the last evaluation, as
+    the history columns `loss_<name>` that `term_ratios` reads. `add({name: value})` once per
+    batch, from wherever the term is computed (`Distill`, or a criterion of its own such as DML's)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self.sums: dict[str, Tensor | float] = {n: 0.0 for n in self.names}
+        self.count = 0
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        for name, value in values.items():
+            self.sums[name] += value.detach()
+        self.count += 1
+
+    def metrics(self, model: nn.Module, data) -> dict:
+        if not self.count:
+            return {}
+        row = {f"loss_{k}": float(v) / self.count for k, v in self.sums.items()}
+        self.sums, self.count = {k: 0.0 for k in self.names}, 0
+        return row
+
+
+class Distill(TermMeans):
     """Adds `Σ_terms weight · loss(student side, teacher side)` to every batch's loss.
 
     `tables` ({"logits" or layer: (N_train, ...)}, from `teacher_outputs` on the training set)
@@ -82,6 +105,7 @@ class Distill(Hook):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, terms: Sequence[Term],
                  tables: dict[str, Tensor] | None = None):
+        super().__init__([t.name for t in terms])
         self.terms, self.teacher = list(terms), teacher.eval()
         s_layers = sorted({n for t in self.terms for n in _names(t.student)} - {"logits"})
         self.t_layers = sorted({n for t in self.terms for n in _names(t.teacher)} - {"logits"})
@@ -90,8 +114,6 @@ class Distill(Hook):
         self.tables = tables if tables is not None and needed <= set(tables) else None
         self.losses = nn.ModuleList(t.loss for t in self.terms)
         self.index: Tensor | None = None
-        self.sums = {t.name: 0.0 for t in self.terms}
-        self.count = 0
 
     @property
     def online(self) -> bool:
@@ -116,22 +138,18 @@ class Distill(Hook):
             return None
         t = self.teacher_batch(x)
         s = {"logits": logits, **(self.tap.features if self.tap else {})}
-        total = logits.new_zeros(())
+        total, values = logits.new_zeros(()), {}
         for term in self.terms:
             value = term.loss(_pick(s, term.student), _pick(t, term.teacher))
-            self.sums[term.name] += value.detach()
+            values[term.name] = values.get(term.name, 0.0) + value.detach()
             total = total + term.weight * value
-        self.count += 1
+        self.add(values)
         return total
 
     def metrics(self, model: nn.Module, data) -> dict:
         if self.tap is not None:  # drop the (test-set sized) features the evaluation left behind
             self.tap.features.clear()
-        if not self.count:
-            return {}
-        row = {f"loss_{k}": float(v) / self.count for k, v in self.sums.items()}
-        self.sums, self.count = {k: 0.0 for k in self.sums}, 0
-        return row
+        return super().metrics(model, data)
 
     def state_dict(self) -> dict:
         return self.losses.state_dict()

@@ -5,7 +5,8 @@ its starting model, its mask, what to save after) and hands a list of them to `t
 Finished trials are read back, never recomputed; the rest train in packs of `pack` trials that
 share a recipe (0: as many as there are), each with its own run folder, checkpoint,
 metrics.csv, wandb run and result, exactly as `run_trial` would write them. Trials whose
-model cannot be packed (a residual net), or that need loop hooks, train alone.
+model cannot be packed (a residual net), or that need loop hooks, train alone, unless their
+spec packs them with what the hooks do (`pack_with`: learned supermasks).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class TrialSpec:
     mask: Mask | None = None
     fill: dict[str, Tensor] | None = None  # fixed values of pruned weights (default zero)
     hooks_for: Callable[[nn.Module], Sequence[Hook]] | None = None  # other hooks: trains alone
+    # ... unless `pack_with(models)` packs them with what those hooks do (its `metrics(data)`)
+    pack_with: Callable[[list[nn.Module]], nn.Module] | None = None
     after: Callable[[nn.Module, TrainResult], dict | None] | None = None
 
 
@@ -69,13 +72,14 @@ def train_all(ctx: Context, specs: Sequence[TrialSpec], train_cfg: TrainConfig, 
 def _train_claimed(ctx: Context, todo: list[TrialSpec], train_cfg: TrainConfig, pack: int,
                    keep_best: bool) -> None:
     """Train the trials `todo` this process holds the claims of, packed where they can be."""
-    alone = [s for s in todo if s.hooks_for is not None or pack == 1]
+    alone = [s for s in todo if (s.hooks_for is not None and s.pack_with is None) or pack == 1]
     steps = {id(s): _checkpoint_step(s.run) for s in todo if s not in alone}
     _restart_split_pack([s for s in todo if s not in alone], steps)
-    by_step: dict[int, list[TrialSpec]] = defaultdict(list)  # a pack resumes from one step
+    # a pack resumes from one step, and holds trials of one kind (plain or `pack_with`)
+    by_step: dict[tuple[int, bool], list[TrialSpec]] = defaultdict(list)
     for s in todo:
         if s not in alone:
-            by_step[steps[id(s)]].append(s)
+            by_step[steps[id(s)], s.pack_with is None].append(s)
     for group in by_step.values():
         size = pack or _pack_size(len(group))
         for i in range(0, len(group), size):
@@ -134,7 +138,10 @@ def _train_pack(ctx: Context, specs: list[TrialSpec], cfg: TrainConfig,
     """Train `specs` as one pack; finish every trial that ended, return those handed back
     unfinished (with `cfg.patience`, when others converged first)."""
     models = [s.build() for s in specs]
-    net = PackedNet(models, ctx.data.input_shape)  # PackError: the caller trains them alone
+    if specs[0].pack_with is not None:
+        net = specs[0].pack_with(models)  # PackError: the caller trains them alone
+    else:
+        net = PackedNet(models, ctx.data.input_shape)
     for s in specs:
         s.run.start()
     with contextlib.ExitStack() as stack:
@@ -146,8 +153,8 @@ def _train_pack(ctx: Context, specs: list[TrialSpec], cfg: TrainConfig,
                                masks=[dict(s.mask) if s.mask is not None else None for s in specs],
                                fills=[s.fill for s in specs],
                                checkpoints=[s.run.path("checkpoint.pt") for s in specs],
-                               logs=logs, keep_best=keep_best,
-                               desc=f"pack of {len(specs)}")
+                               logs=logs, keep_best=keep_best, desc=f"pack of {len(specs)}",
+                               metrics=(lambda: net.metrics(ctx.data)) if hasattr(net, "metrics") else None)
         for k, (s, res, tlog) in enumerate(zip(specs, results, logs)):
             if res.unfinished:  # its checkpoint holds it; its wandb run resumes next time
                 continue

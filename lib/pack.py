@@ -89,8 +89,14 @@ class PackedNet(nn.Module):
                 self.buffer(n)[k].copy_(state[n])
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (K, B, ...) -> (K, B, classes)."""
+    def forward(self, x: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
+        """x: (K, B, ...) -> (K, B, classes). `weights` (name -> (K, *shape)) stand in for those
+        stacked parameters in this call (a learned supermask's masked frozen weights)."""
+        weights = weights or {}
+
+        def param(n: str) -> Tensor:
+            return weights[n] if n in weights else self.param(n)
+
         if x.shape[0] != self.k:
             raise ValueError(f"pack: expected {self.k} trials in dim 0, got shape {tuple(x.shape)}")
         conv = False  # layout: (K, B, F...) or, inside the conv stack, (B, K*C, H, W)
@@ -101,7 +107,7 @@ class PackedNet(nn.Module):
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
             if isinstance(m, nn.Conv2d):
-                w = self.param(f"{name}.weight")
+                w = param(f"{name}.weight")
                 w = w.reshape(-1, *w.shape[2:])  # (K*O, C/groups, kh, kw)
                 bias = self.param(f"{name}.bias").reshape(-1) if m.bias is not None else None
                 x = F.conv2d(x, w, bias, m.stride, m.padding, m.dilation, m.groups * self.k)
@@ -115,7 +121,7 @@ class PackedNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 if conv:
                     raise PackError(f"pack: linear layer {name!r} on a conv map without Flatten")
-                w = self.param(f"{name}.weight")  # (K, out, in)
+                w = param(f"{name}.weight")  # (K, out, in)
                 if m.bias is None:
                     x = torch.bmm(x, w.transpose(1, 2))
                 else:

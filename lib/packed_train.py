@@ -137,9 +137,12 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
                  fills: Sequence[MaskDict | None] | None = None,
                  checkpoints: Sequence[Path] | None = None,
                  logs: Sequence[Callable[[dict], None]] | None = None,
-                 keep_best: bool = False, desc: str = "pack") -> list[TrainResult]:
+                 keep_best: bool = False, desc: str = "pack",
+                 metrics: Callable[[], list[dict]] | None = None) -> list[TrainResult]:
     """Train the K trials of `net` in place; one `TrainResult` per trial, as `lib.train.train`
-    would give for each alone (same batches, same evaluations, same selection rule). With
+    would give for each alone (same batches, same evaluations, same selection rule). `net` is a
+    `PackedNet` or a module with its interface (`lib.prune.supermask.PackedSupermask`);
+    `metrics()` adds per-trial columns to every evaluation row (a hook's `metrics` alone). With
     `cfg.patience`, training returns at the first evaluation where some trial has converged:
     the others come back `unfinished`, at that evaluation's checkpoint, to be repacked."""
     cfg.validate()
@@ -177,12 +180,13 @@ def train_packed(net: PackedNet, data: Splits, cfg: TrainConfig, *, seeds: Seque
         t0 = time.perf_counter()
         val_loss, val_acc = evaluate_packed(net, data.val_x, data.val_y)
         test_loss, test_acc = evaluate_packed(net, data.test_x, data.test_y)
+        extra = metrics() if metrics else [{}] * k
         for i, r in enumerate(results):
             if i in frozen.trials:
                 continue
             row = dict(step=step, train_loss=train_losses[i], val_loss=val_loss[i],
                        val_acc=val_acc[i], test_loss=test_loss[i], test_acc=test_acc[i],
-                       lr=cfg.lr_at(step, total))
+                       lr=cfg.lr_at(step, total), **extra[i])
             if keep_best and r.improves(row):
                 r.best_state = net.state(i)
             r.history.append(row)

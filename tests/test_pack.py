@@ -99,18 +99,20 @@ class Killed(RuntimeError):
     pass
 
 
+def kill_at(step):
+    """A log that kills the run at the evaluation of `step`."""
+    def log(row):
+        if row["step"] == step:
+            raise Killed
+    return log
+
+
 def test_a_killed_pack_resumes_packed_or_alone_with_the_same_numbers(data, tmp_path):
     seeds = [0, 1]
     ms = fresh("lenet_300_100", data, seeds)
     masks = [masks_for(ms[0], k) for k in range(2)]
     ref_net = PackedNet([copy.deepcopy(m) for m in ms], data.input_shape)
     ref = train_packed(ref_net, data, CFG, seeds=seeds, masks=masks)
-
-    def kill_at(step):
-        def log(row):
-            if row["step"] == step:
-                raise Killed
-        return log
 
     ckpts = [tmp_path / f"c{k}.pt" for k in range(2)]
     with pytest.raises(Killed):  # dies at the evaluation of step 20: the checkpoint of 10 is on disk
@@ -160,3 +162,80 @@ def test_patience_in_a_pack_stops_each_trial_where_it_stops_alone(data, tmp_path
         # lr 0.05 makes float differences (batched vs single matmuls) grow: a few % by the end
         assert [r["val_loss"] for r in got.history] == pytest.approx(
             [r["val_loss"] for r in want.history], rel=0.1)
+
+
+def supermasks(data, specs):
+    """SupermaskNets on LeNet: (seed, frozen weights 'init' or 'signed_constant') per trial."""
+    from lib.prune.ablations import signed_constant
+    from lib.prune.supermask import SupermaskNet
+
+    out = []
+    for seed, kind in specs:
+        base = fresh("lenet_300_100", data, [seed])[0]
+        w = {n: p.detach() for n, p in base.named_parameters() if n in Mask.ones(base)}
+        if kind == "signed_constant":
+            w = {n: signed_constant(t) for n, t in w.items()}
+        out.append(SupermaskNet(base, w, seed=seed))
+    return out
+
+
+SUPERMASK_CFG = TrainConfig(optimizer="adam", lr=0.05, batch_size=32, iterations=30, eval_every=10,
+                            early_stop_on="val_acc")
+
+
+def test_a_packed_learned_supermask_equals_the_same_trial_alone(data):
+    """Each packed supermask draws its own Bernoulli masks (two trials share seed 0, as the
+    experiment's init and signed-constant arms do): the same curve, sampled accuracy, mask
+    density and logits as alone, to float tolerance."""
+    from lib.prune.supermask import PackedSupermask, SampledAccuracy
+
+    specs = [(0, "init"), (0, "signed_constant"), (1, "init")]
+    nets = supermasks(data, specs)
+    alone = []
+    for net in copy.deepcopy(nets):
+        alone.append((net, train(net, data, SUPERMASK_CFG, seed=net.seed, hooks=[SampledAccuracy(2)])))
+    packed = PackedSupermask(copy.deepcopy(nets), data.input_shape, samples=2)
+    got = train_packed(packed, data, SUPERMASK_CFG, seeds=[s for s, _ in specs],
+                       metrics=lambda: packed.metrics(data))
+    for k, (net, want) in enumerate(alone):
+        assert [r["step"] for r in got[k].history] == [r["step"] for r in want.history]
+        for a, b in zip(got[k].history, want.history):
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-5)
+            assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.011)
+            assert a["test_acc_sampled"] == pytest.approx(b["test_acc_sampled"], abs=0.011)
+            assert a["mask_density"] == pytest.approx(b["mask_density"], abs=1e-3)
+        assert got[k].history[-1]["mask_density"] not in (0.0, 1.0)  # the logits moved
+        state = packed.state(k)
+        assert list(state) == list(net.state_dict())
+        assert int(state["draws"]) == int(net.draws) > 30  # every step and sample drew a mask
+        for n, t in net.state_dict().items():
+            if n.startswith("logits."):  # Adam's steps of lr 0.05 on near-zero gradients carry
+                # float differences to a few 1e-3: within one step, and the same thresholded mask
+                torch.testing.assert_close(state[n], t, rtol=0, atol=SUPERMASK_CFG.lr)
+                assert ((state[n] > 0) == (t > 0)).float().mean() > 0.999, n
+            else:
+                assert torch.equal(state[n], t), n
+
+
+def test_a_killed_supermask_pack_resumes_with_the_same_numbers(data, tmp_path):
+    from lib.prune.supermask import PackedSupermask
+
+    specs = [(0, "init"), (1, "signed_constant")]
+
+    def run(ckpts=None, logs=None):
+        net = PackedSupermask(supermasks(data, specs), data.input_shape, samples=2)
+        return net, train_packed(net, data, SUPERMASK_CFG, seeds=[0, 1], checkpoints=ckpts,
+                                 logs=logs, metrics=lambda: net.metrics(data))
+
+    ref_net, ref = run()
+
+    ckpts = [tmp_path / f"c{k}.pt" for k in range(2)]
+    with pytest.raises(Killed):
+        run(ckpts, [kill_at(20), lambda r: None])
+    net, resumed = run(ckpts)
+    for k in range(2):
+        assert [r["test_acc_sampled"] for r in resumed[k].history] == [r["test_acc_sampled"] for r in ref[k].history]
+        assert [r["val_loss"] for r in resumed[k].history] == pytest.approx(
+            [r["val_loss"] for r in ref[k].history], rel=1e-6)
+        for n, t in ref_net.state(k).items():
+            torch.testing.assert_close(net.state(k)[n], t)

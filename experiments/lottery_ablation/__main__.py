@@ -26,7 +26,7 @@ from lib.prune.ablations import MASK0, MASK1, mask0_fill, mask1_values, signed_c
 from lib.prune.criteria import CRITERIA, scores
 from lib.prune.imp import prune_oneshot, prune_round
 from lib.prune.mask import Mask, prunable_layers
-from lib.prune.supermask import SampledAccuracy, SupermaskNet
+from lib.prune.supermask import PackedSupermask, SampledAccuracy, SupermaskNet
 from lib.runs import Run, atomic_torch_save
 
 SUPERMASK_SAMPLES = 5  # sampled masks averaged per evaluation of a learned supermask
@@ -162,7 +162,9 @@ class SeedRun:
                                 extra={"weights_left": density, "nonzero_left": density})
         return res
 
-    def learned_supermask(self, weights: str) -> dict:
+    def learned_spec(self, weights: str) -> TrialSpec:
+        """A learned supermask on frozen weights (`weights`: init or signed_constant); the
+        trials of all seeds train as one pack (`PackedSupermask`), or alone with its hook."""
         run = self.run(criterion="learned", ablation=weights, level=0)
 
         def build():
@@ -176,11 +178,12 @@ class SeedRun:
             return {"weights_left": best["mask_density"], "nonzero_left": best["mask_density"],
                     "test_acc_sampled": best["test_acc_sampled"]}
 
-        name = f"s{self.seed}-learned-supermask-{weights}"
-        res = self.ctx.train(run, stage="supermask", name=name, seed=self.seed,
-                             train_cfg=self.setup.supermask_train, build=build,
-                             hooks_for=lambda m: [SampledAccuracy(SUPERMASK_SAMPLES)], after=after)
-        return res
+        def pack_with(nets):
+            return PackedSupermask(nets, self.ctx.data.input_shape, SUPERMASK_SAMPLES)
+
+        return TrialSpec(run, f"s{self.seed}-learned-supermask-{weights}", self.seed, build,
+                         stage="supermask", hooks_for=lambda m: [SampledAccuracy(SUPERMASK_SAMPLES)],
+                         pack_with=pack_with, after=after)
 
     def name(self, criterion: str, ablation: str, mask0: str, level: int) -> str:
         """A trial's name in progress lines and logs: s<seed>-L<level>-<criterion>-<1>-<0>."""
@@ -219,11 +222,9 @@ class SeedRun:
                     self.add("supermask", self.untrained(c, values, level), criterion=c,
                              ablation=values, mask0="zero", level=level, trained=False)
 
-    def add_learned(self) -> None:
-        if "supermask" not in self.cfg.studies:
-            return
-        for weights in SUPERMASK_WEIGHTS:
-            res = self.learned_supermask(weights)
+    def add_learned(self, results: dict[str, dict]) -> None:
+        """The rows of this seed's learned supermasks (`results`: by frozen-weight kind)."""
+        for weights, res in results.items():
             key = dict(criterion="learned", ablation=weights, mask0="zero", level=0, trained=True)
             self.add("supermask", {**res, "mask_eval": "threshold"}, **key)
             self.add("supermask", {**res, "mask_eval": "sampled", "test_acc": res["test_acc_sampled"]}, **key)
@@ -236,8 +237,9 @@ class SeedRun:
 
 
 def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
-    """Level by level, every seed's retrained trials of the level as packs; then each seed's
-    supermasks, mask overlaps and sign flips: (rows, overlap, flips)."""
+    """Level by level, every seed's retrained trials of the level as packs; then the learned
+    supermasks of every seed as packs; then each seed's mask overlaps and sign flips:
+    (rows, overlap, flips)."""
     cfg = ctx.cfg
     seeds = [SeedRun(ctx, seed) for seed in range(cfg.seeds)]
     dense = train_all(ctx, [s.spec("large_final", "rewind", "zero", 0) for s in seeds],
@@ -256,9 +258,14 @@ def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
             for s in seeds:
                 s.add_retrained(level, {k: r for (seed, k), r in done.items() if seed == s.seed})
                 s.add_supermasks(level)
+    if "supermask" in cfg.studies:
+        keys = [(s, w) for s in seeds for w in SUPERMASK_WEIGHTS]
+        learned = train_all(ctx, [s.learned_spec(w) for s, w in keys], cfg.setup.supermask_train,
+                            pack=ctx.pack)
+        for s in seeds:
+            s.add_learned({w: r for (s2, w), r in zip(keys, learned) if s2 is s})
     rows, overlap, flips = [], [], []
     for s in seeds:
-        s.add_learned()
         o, f = s.statistics()
         rows, overlap, flips = rows + s.rows, overlap + o, flips + f
     return rows, overlap, flips

@@ -28,7 +28,7 @@ help:
 	@echo "make quantization          PTQ sweep, QAT, int8 through torch.ao, precision curve"
 	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"
 	@echo "make all-results           every experiment at SCALE, one after the other"
-	@echo "make claims                every paper claim with its verdict on results/ (SCALE=...)"
+	@echo "make claims                every paper claim, its verdict and evidence, on results/ (SCALE=...)"
 	@echo "make readmes               copy results (claims.md, run.json) into the READMEs' include blocks"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             lab vs bare PyTorch, packed trials, bf16, IMP job -> results/benchmark/"
@@ -91,7 +91,7 @@ all-results: lottery lottery-ablation slimming rethinking filter-pruning kd feat
              quantization pipeline
 
 claims: setup
-	$(PY) scripts/claims.py --scale $(SCALE)
+	$(PY) scripts/claims.py --scale $(SCALE) --verbose
 
 readmes: setup
 	$(PY) scripts/sync_readmes.py

@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from lib.data import Splits
 from lib.pack import PackedNet
+from lib.packed_train import evaluate_packed
 from lib.prune.mask import prunable_layers
 from lib.train import Hook, evaluate
 
@@ -163,20 +164,13 @@ class PackedSupermask(nn.Module):
         """Per trial, `SampledAccuracy`'s columns: the mean test accuracy of `samples` sampled
         masks and the thresholded mask's density, computed as alone (`evaluate`'s chunks, one
         mask drawn per chunk)."""
-        was, self.eval_mode = self.training, "sampled"
-        self.eval()
-        accs = torch.zeros(self.k, dtype=torch.float64)
-        n = len(data.test_x)
-        for _ in range(self.samples):
-            correct = torch.zeros(self.k, dtype=torch.long, device=data.test_x.device)
-            for i in range(0, n, EVAL_CHUNK):
-                xb, yb = data.test_x[i:i + EVAL_CHUNK], data.test_y[i:i + EVAL_CHUNK]
-                correct += (self(xb.unsqueeze(0).expand(self.k, *xb.shape)).argmax(2) == yb).sum(1)
-            accs += correct.cpu().double() / n
-        self.train(was)
+        self.eval_mode = "sampled"
+        runs = [evaluate_packed(self, data.test_x, data.test_y, EVAL_CHUNK)[1]
+                for _ in range(self.samples)]
+        accs = [sum(r[k] for r in runs) for k in range(self.k)]
         self.eval_mode = "threshold"
         probs = [torch.sigmoid(p.detach()) for p in self.stacked]
         total = sum(p[0].numel() for p in probs)
-        return [{"test_acc_sampled": float(accs[k]) / self.samples,
+        return [{"test_acc_sampled": accs[k] / self.samples,
                  "mask_density": float(sum((p[k] > 0.5).sum() for p in probs) / total)}
                 for k in range(self.k)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -76,6 +77,11 @@ def base_parser(prog: str, description: str, model_help: str) -> argparse.Argume
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write the report (trials.csv, table.md, claims, plots, run.json) here "
+                        "instead of results/<experiment>/<scale>/: a follow-up run with changed "
+                        "flags beside the committed results, e.g. "
+                        "results/<experiment>/default/followup/<name>")
     g = p.add_argument_group("data size overrides (cut a run down, e.g. a paper preset on a CPU)")
     g.add_argument("--train-limit", type=int, default=None,
                    help="train on a seeded subset of this many images (0: all)")

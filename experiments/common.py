@@ -133,6 +133,7 @@ class Context:
     device: torch.device
     data: Splits
     pack: int = 0  # trials trained together as one stacked model (0: all that can be)
+    out_dir: Path | None = None  # --out: where the report goes (None: results/<experiment>/<scale>)
 
     def run(self, trial: Any) -> Run:
         """The run folder of `trial` in this experiment at this scale."""
@@ -169,8 +170,8 @@ class Context:
 
     @property
     def out(self) -> Path:
-        """results/<experiment>/<scale>/"""
-        return results_dir(self.experiment, self.scale)
+        """results/<experiment>/<scale>/, or --out's folder (a follow-up run beside the default)"""
+        return self.out_dir or results_dir(self.experiment, self.scale)
 
     def provenance(self, run_hashes: Sequence[str]) -> dict:
         """run.json for a table whose trials have `run_hashes` (see experiments.provenance)."""
@@ -261,7 +262,7 @@ class Experiment:
             if workers:
                 launch.launch(self.name, scale, provenance.argv_of(argv), a)
             ctx = Context(self.name, cfg, scale, device, load_data(cfg.setup, device),
-                          pack=getattr(a, "pack", 0))
+                          pack=getattr(a, "pack", 0), out_dir=a.out)
             if a.worker:
                 faults.until_whole(lambda: self.run(ctx))
                 print(f"worker {a.worker}: done in {time.perf_counter() - clock:.1f} s")

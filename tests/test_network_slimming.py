@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli import ROOT, assert_report, assert_reused, smoke_fixture
+from cli import ROOT, assert_report, assert_reused, run_experiment, smoke_fixture
 
 COLUMNS = ["method", "stage", "lam", "prune_ratio", "seed", "params", "macs", "test_acc",
            "latency_ms", "latency_cl_ms", "widths"]
@@ -210,3 +210,18 @@ def test_claims_fail_when_the_table_says_so():
     two = pd.concat([claims_table(), claims_table(sparse=0.85).assign(
         lam=lambda t: t.lam.where(t.lam == 0, 0.03))]).drop_duplicates(["seed", "lam", "stage", "prune_ratio"])
     assert verdicts(two)["sparsity_costs_little"] == "partly"  # λ 1e-2 costs nothing, 3e-2 does
+
+
+@pytest.mark.smoke
+def test_out_writes_the_report_elsewhere_and_leaves_the_scale_folder(smoke):
+    # --out: a follow-up run's report goes to its own folder; the scale's folder is not touched
+    base, out, trials = smoke
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    followup = base / "followup" / "same"
+    run_experiment("network_slimming", "--scale", "smoke", "--report-only", "--out",
+                   str(followup), base=base, wandb=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert (followup / "table.md").read_text() == (out / "table.md").read_text()
+    assert (followup / "claims.md").exists() and (followup / "run.json").exists()
+    cols = ["run", "stage", "test_acc"]
+    pd.testing.assert_frame_equal(pd.read_csv(followup / "trials.csv")[cols], trials[cols])

@@ -47,7 +47,9 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=float, default=None, help="BN-γ L1 penalty of the slimming baseline")
     p.add_argument("--lottery-lrs", default=None, help="comma list of learning rates (ticket vs random)")
     p.add_argument("--methods", default=None,
-                   help=f"comma list: fine-tuned vs scratch for these, from {', '.join(METHODS)}")
+                   help=f"comma list: fine-tuned vs scratch for these, from {', '.join(METHODS)}; "
+                        "none: only the lottery comparison (and the large models' convergence "
+                        "control)")
     p.add_argument("--lottery-methods", default=None,
                    help=f"comma list: ticket vs random init for these, from {', '.join(LOTTERY_METHODS)}")
 
@@ -61,7 +63,8 @@ def configure(cfg: RethinkConfig, a: argparse.Namespace) -> RethinkConfig:
     if a.lam is not None:
         changes["lam"] = a.lam
     if a.methods is not None:
-        changes["methods"] = parse_list(a.methods, METHODS, "methods")
+        changes["methods"] = () if a.methods.strip() == "none" else parse_list(a.methods, METHODS,
+                                                                                "methods")
     if a.lottery_methods is not None:
         changes["lottery_methods"] = parse_list(a.lottery_methods, LOTTERY_METHODS, "lottery_methods")
     return replace(cfg, **changes)

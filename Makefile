@@ -29,7 +29,7 @@ help:
 	@echo "make pipeline              teacher -> MobileNet student (KD) -> filter pruning -> quantization"
 	@echo "make all-results           every experiment at SCALE, one after the other"
 	@echo "make claims                every paper claim, its verdict and evidence, on results/ (SCALE=...)"
-	@echo "make readmes               copy results (claims.md, run.json) into the READMEs' include blocks"
+	@echo "make readmes               write followups.md, copy results (claims.md, run.json...) into the READMEs' includes"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             lab vs bare PyTorch, packed trials, bf16, IMP job -> results/benchmark/"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
@@ -94,6 +94,7 @@ claims: setup
 	$(PY) scripts/claims.py --scale $(SCALE) --verbose
 
 readmes: setup
+	$(PY) scripts/followups.py --scale $(SCALE)
 	$(PY) scripts/sync_readmes.py
 
 notebooks: setup

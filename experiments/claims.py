@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from experiments.provenance import footer_line, read
 from lib.runs import atomic_write_text
 
 REPRODUCED, PARTLY, NOT, UNTESTED = ("reproduced", "partly", "not reproduced",
@@ -207,3 +208,44 @@ def _cell(text: str) -> str:
 def summary(table: pd.DataFrame) -> str:
     counts = table.verdict.value_counts()
     return ("Total: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + ".")
+
+
+def experiments_with_claims() -> list[str]:
+    """Every experiment that declares its paper's claims (experiments/<name>/claims.py)."""
+    return sorted(p.parent.name for p in Path(__file__).parent.glob("*/claims.py"))
+
+
+FOLLOWUP = "followup"  # results/<experiment>/<scale>/followup/<name>/: a run with changed flags
+
+
+def followup_dirs(out_dir: Path) -> list[Path]:
+    """The follow-up runs beside the results in `out_dir` (each written with --out), by name."""
+    return sorted(p.parent for p in (Path(out_dir) / FOLLOWUP).glob("*/trials.csv"))
+
+
+def followups_markdown(claims: Sequence[Claim], out_dir: Path, title: str) -> str | None:
+    """followups.md for the results in `out_dir`: for every follow-up run, each claim it tests,
+    its verdict there (recomputed from its trials.csv by the same rule) beside the verdict of
+    the results in `out_dir`, and the evidence. None when there is no follow-up."""
+    runs = followup_dirs(out_dir)
+    if not runs:
+        return None
+    main = {r.id: r.verdict for r in evaluate(claims, pd.read_csv(Path(out_dir) / "trials.csv"))
+            .itertuples()} if (Path(out_dir) / "trials.csv").exists() else {}
+    lines = [f"# Follow-up runs: {title}\n",
+             "Each follow-up reruns part of the grid with the flags its command names, to show "
+             "what changes a verdict (its own trials.csv, table.md, claims.md and run.json are in "
+             f"`{FOLLOWUP}/<name>/`). Its verdicts follow the same rule, recomputed from its "
+             "trials.csv; the claims it does not test are left out.\n"]
+    for run in runs:
+        table = evaluate(claims, pd.read_csv(run / "trials.csv"))
+        table = table[table.verdict != UNTESTED]
+        lines += [f"## {run.name}\n", footer_line(read(run)) + "\n",
+                  "| claim | verdict here | verdict in the main results | evidence here |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r.id} | **{r.verdict}** | {main.get(r.id, 'n/a')} | {_cell(r.evidence)} |"
+                  for r in table.itertuples()]
+        if table.empty:
+            lines.append("| (none of the claims) | | | |")
+        lines.append("")
+    return "\n".join(lines)

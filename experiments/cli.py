@@ -77,6 +77,11 @@ def base_parser(prog: str, description: str, model_help: str) -> argparse.Argume
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--dataset", default=None, help="override the scale's dataset")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="set one field of the scale's config, e.g. --set alpha=0.5 or --set "
+                        "finetune.epochs=6 (repeatable; a field of the setup is found by its "
+                        "name too). Like every recipe flag it changes the trials' hashes: use it "
+                        "with --out for a follow-up run")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write the report (trials.csv, table.md, claims, plots, run.json) here "
                         "instead of results/<experiment>/<scale>/: a follow-up run with changed "
@@ -174,7 +179,48 @@ def preset(a: argparse.Namespace, for_scale: Callable):
         cfg = with_budget(cfg, a.budget)
     if a.seeds is not None:
         cfg = replace(cfg, seeds=a.seeds)
+    for item in getattr(a, "set", None) or []:
+        cfg = set_field(cfg, item)
     return scale, cfg
+
+
+def set_field(cfg, item: str):
+    """`cfg` with one `--set path=value` applied: `path` names a scalar field of the config, of
+    its setup (searched second) or, dotted, of a nested one (`finetune.epochs`); `value` is read
+    as that field's type. One-line ValueError naming the field otherwise."""
+    path, sep, text = item.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise ValueError(f"set: must be path=value, got '{item}'")
+    names = path.split(".")
+    if not (is_dataclass(cfg) and names[0] in {f.name for f in fields(cfg)}) and \
+            hasattr(cfg, "setup") and names[0] in {f.name for f in fields(cfg.setup)}:
+        names = ["setup", *names]
+    return _set(cfg, names, text.strip(), path)
+
+
+def _set(obj, names: list[str], text: str, path: str):
+    known = {f.name for f in fields(obj)} if is_dataclass(obj) else set()
+    if names[0] not in known:
+        raise ValueError(f"set: unknown field '{path}' (fields here: {', '.join(sorted(known))})")
+    old = getattr(obj, names[0])
+    if len(names) > 1:
+        return replace(obj, **{names[0]: _set(old, names[1:], text, path)})
+    if is_dataclass(old) or isinstance(old, (tuple, list, dict)):
+        raise ValueError(f"set: {path} is not a single value; use its own flag or a dotted path")
+    try:
+        if isinstance(old, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            new = text.lower() in ("true", "1")
+        else:
+            new = type(old)(text) if old is not None else text
+    except ValueError:
+        raise ValueError(f"set: {path} must be a {type(old).__name__}, got '{text}'") from None
+    if isinstance(obj, TrainConfig) and names[0] in ("epochs", "iterations"):  # as --epochs does
+        other = "iterations" if names[0] == "epochs" else "epochs"
+        return replace(obj, **{names[0]: new, other: type(getattr(obj, other))(0)})
+    return replace(obj, **{names[0]: new})
 
 
 def pick_device(name: str) -> torch.device:

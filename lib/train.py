@@ -73,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"lr: must be finite, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.iterations < 0 or self.epochs < 0:
+            raise ValueError(f"iterations/epochs: must be >= 0, got {self.iterations}/{self.epochs}")
         if (self.iterations > 0) == (self.epochs > 0):
             raise ValueError("iterations/epochs: set exactly one of them to a positive value")
         if not math.isfinite(self.epochs):

@@ -17,12 +17,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.claims import VERDICTS, evaluate  # noqa: E402
+from experiments.claims import VERDICTS, evaluate, experiments_with_claims  # noqa: E402
 from lib.runs import results_dir  # noqa: E402
-
-
-def experiments_with_claims() -> list[str]:
-    return sorted(p.parent.name for p in (ROOT / "experiments").glob("*/claims.py"))
 
 
 def main(argv=None) -> int:

@@ -27,8 +27,11 @@ BAD_INPUT = {
         (("--model", "lenet_300_100"), "layers: student and teacher share no feature-map size"),
         (("--model", "nope"), "model: unknown 'nope'"),
         (("--scale", "x"), "scale: unknown 'x'"),
+        (("--set", "at_weight=strong"), "set: at_weight must be a float, got 'strong'"),
     ],
     "filter_importance": [
+        (("--set", "finetune.epoch=6"), "set: unknown field 'finetune.epoch'"),
+        (("--set", "finetune.epochs=-1"), "iterations/epochs: must be >= 0, got 0/-1.0"),
         (("--criteria", "l1,nope"), "criteria: unknown 'nope'"),
         (("--ratios", "0.3,0.99"),
          "ratio: pruning 0.99 of layer 'features.0' (16 channels) leaves none"),
@@ -178,3 +181,22 @@ def test_slurm_without_sbatch_fails_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("LAB_SUBMITIT_CLUSTER", raising=False)
     assert_rejected("lottery_ticket", ("--launcher", "slurm", "--jobs", "4"),
                     "launcher: slurm needs `sbatch` on PATH", tmp_path / "out", capsys)
+
+
+def test_set_changes_one_field_by_name_or_dotted_path():
+    from experiments.cli import set_field
+    from experiments.filter_importance.config import for_scale as filters
+    from experiments.logit_kd.config import for_scale as logit
+    from experiments.rkd.config import for_scale as rkd
+
+    cfg = set_field(set_field(logit("default"), "alpha=0.5"), "T=1")
+    assert (cfg.alpha, cfg.T) == (0.5, 1.0) and logit("default").alpha == 0.9
+    assert set_field(filters("default"), "finetune.epochs=6").finetune.epochs == 6.0
+    smoke = set_field(filters("smoke"), "finetune.epochs=6").finetune  # clears its iterations
+    assert (smoke.epochs, smoke.iterations) == (6.0, 0)
+    assert set_field(rkd("default"), "w_sp=750").setup.w_sp == 750.0  # a field of the setup
+    assert set_field(logit("default"), "train.channels_last=true").setup.train.channels_last
+    for bad, msg in [("alpha", "must be path=value"), ("setup=1", "not a single value"),
+                     ("methods=kd", "not a single value"), ("seeds=two", "seeds must be a int")]:
+        with pytest.raises(ValueError, match=msg):
+            set_field(logit("default"), bad)

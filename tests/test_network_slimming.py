@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from experiments.claims import followups_markdown
+from experiments.network_slimming.claims import CLAIMS
 from cli import ROOT, assert_report, assert_reused, run_experiment, smoke_fixture
 
 COLUMNS = ["method", "stage", "lam", "prune_ratio", "seed", "params", "macs", "test_acc",
@@ -217,7 +219,7 @@ def test_out_writes_the_report_elsewhere_and_leaves_the_scale_folder(smoke):
     # --out: a follow-up run's report goes to its own folder; the scale's folder is not touched
     base, out, trials = smoke
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    followup = base / "followup" / "same"
+    followup = out / "followup" / "same"
     run_experiment("network_slimming", "--scale", "smoke", "--report-only", "--out",
                    str(followup), base=base, wandb=False)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
@@ -225,3 +227,10 @@ def test_out_writes_the_report_elsewhere_and_leaves_the_scale_folder(smoke):
     assert (followup / "claims.md").exists() and (followup / "run.json").exists()
     cols = ["run", "stage", "test_acc"]
     pd.testing.assert_frame_equal(pd.read_csv(followup / "trials.csv")[cols], trials[cols])
+    # followups.md: the follow-up's tested claims, each with the same verdict as the main results
+    text = followups_markdown(CLAIMS, out, "smoke")
+    main = pd.read_csv(out / "claims.csv")
+    tested = main[main.verdict != "not tested at this scale"]
+    assert "## same" in text and len(tested)
+    for r in tested.itertuples():
+        assert f"| {r.id} | **{r.verdict}** | {r.verdict} |" in text

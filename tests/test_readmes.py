@@ -6,12 +6,19 @@ import sys
 from cli import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import followups  # noqa: E402
 import sync_readmes  # noqa: E402
 
 
 def test_every_readme_include_is_up_to_date():
     stale = [r.name for r in sync_readmes.readmes() if sync_readmes.sync(r.read_text()) != r.read_text()]
     assert not stale, f"run `make readmes`: {stale}"
+
+
+def test_every_followups_md_is_up_to_date(monkeypatch):
+    # results/<experiment>/default/followups.md: what the follow-up runs' trials give today
+    monkeypatch.chdir(ROOT)
+    assert followups.write("default", check=True) == [], "run `make readmes`"
 
 
 def test_an_include_expands_to_the_file_and_run_json_to_its_sentence(tmp_path, monkeypatch):

@@ -236,7 +236,9 @@ def followups_markdown(claims: Sequence[Claim], out_dir: Path, title: str) -> st
              "Each follow-up reruns part of the grid with the flags its command names, to show "
              "what changes a verdict (its own trials.csv, table.md, claims.md and run.json are in "
              f"`{FOLLOWUP}/<name>/`). Its verdicts follow the same rule, recomputed from its "
-             "trials.csv; the claims it does not test are left out.\n"]
+             "trials.csv; the claims it does not test are left out. The sentence under each name "
+             "counts every invocation that trained a trial of its table: where a follow-up reuses "
+             "the main run's trials (same hashes), the main run is counted too.\n"]
     for run in runs:
         table = evaluate(claims, pd.read_csv(run / "trials.csv"))
         table = table[table.verdict != UNTESTED]

@@ -102,7 +102,7 @@ BAD_INPUT = {
         (("--lams", "abc"), "lams: expected comma-separated numbers"),
         (("--min-keep", "0"), "min_keep: must be"),
         (("--scale", "huge"), "scale: unknown 'huge'"),
-        (("--epochs", "-1"), "iterations/epochs: set exactly one"),
+        (("--epochs", "-1"), "iterations/epochs: must be >= 0, got 0/-1.0"),
     ],
     "quantization": [
         (("--model", "nope"), "model: unknown 'nope'"),

@@ -227,11 +227,11 @@ def followups_markdown(claims: Sequence[Claim], out_dir: Path, title: str) -> st
     """followups.md for the results in `out_dir`: for every follow-up run, each claim it tests,
     its verdict there (recomputed from its trials.csv by the same rule) beside the verdict of
     the results in `out_dir`, and the evidence. None when there is no follow-up."""
-    runs = followup_dirs(out_dir)
+    runs, main_csv = followup_dirs(out_dir), Path(out_dir) / "trials.csv"
     if not runs:
         return None
-    main = {r.id: r.verdict for r in evaluate(claims, pd.read_csv(Path(out_dir) / "trials.csv"))
-            .itertuples()} if (Path(out_dir) / "trials.csv").exists() else {}
+    ref = evaluate(claims, pd.read_csv(main_csv)) if main_csv.exists() else None
+    main = {} if ref is None else dict(zip(ref.id, ref.verdict))
     lines = [f"# Follow-up runs: {title}\n",
              "Each follow-up reruns part of the grid with the flags its command names, to show "
              "what changes a verdict (its own trials.csv, table.md, claims.md and run.json are in "

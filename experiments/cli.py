@@ -118,11 +118,18 @@ def apply_train_args(cfg: TrainConfig, a: argparse.Namespace) -> TrainConfig:
     """`cfg` with the flags of `add_train_args` that were given; --epochs clears iterations."""
     changes = {k: getattr(a, k) for k in ("optimizer", "lr", "batch_size", "eval_every", "precision")
                if getattr(a, k, None) is not None}
-    if getattr(a, "epochs", None) is not None:
-        changes.update(epochs=a.epochs, iterations=0)
-    if getattr(a, "iterations", None) is not None:
-        changes.update(iterations=a.iterations, epochs=0.0)
-    return replace(cfg, **changes).validate()
+    cfg = replace(cfg, **changes)
+    for name in ("epochs", "iterations"):  # both given: iterations wins
+        if getattr(a, name, None) is not None:
+            cfg = with_length(cfg, name, getattr(a, name))
+    return cfg.validate()
+
+
+def with_length(cfg: TrainConfig, name: str, value: float) -> TrainConfig:
+    """`cfg` trained for `value` epochs or iterations (`name`), the other length cleared: a
+    recipe sets exactly one."""
+    other = "iterations" if name == "epochs" else "epochs"
+    return replace(cfg, **{name: value, other: type(getattr(cfg, other))(0)})
 
 
 def with_budget(obj, budget: float):
@@ -193,14 +200,17 @@ def set_field(cfg, item: str):
     if not sep or not path:
         raise ValueError(f"set: must be path=value, got '{item}'")
     names = path.split(".")
-    if not (is_dataclass(cfg) and names[0] in {f.name for f in fields(cfg)}) and \
-            hasattr(cfg, "setup") and names[0] in {f.name for f in fields(cfg.setup)}:
+    if names[0] not in _field_names(cfg) and names[0] in _field_names(getattr(cfg, "setup", None)):
         names = ["setup", *names]
     return _set(cfg, names, text.strip(), path)
 
 
+def _field_names(obj) -> set[str]:
+    return {f.name for f in fields(obj)} if is_dataclass(obj) else set()
+
+
 def _set(obj, names: list[str], text: str, path: str):
-    known = {f.name for f in fields(obj)} if is_dataclass(obj) else set()
+    known = _field_names(obj)
     if names[0] not in known:
         raise ValueError(f"set: unknown field '{path}' (fields here: {', '.join(sorted(known))})")
     old = getattr(obj, names[0])
@@ -218,8 +228,7 @@ def _set(obj, names: list[str], text: str, path: str):
     except ValueError:
         raise ValueError(f"set: {path} must be a {type(old).__name__}, got '{text}'") from None
     if isinstance(obj, TrainConfig) and names[0] in ("epochs", "iterations"):  # as --epochs does
-        other = "iterations" if names[0] == "epochs" else "epochs"
-        return replace(obj, **{names[0]: new, other: type(getattr(obj, other))(0)})
+        return with_length(obj, names[0], new)
     return replace(obj, **{names[0]: new})
 
 

@@ -121,11 +121,16 @@ class PackedNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 if conv:
                     raise PackError(f"pack: linear layer {name!r} on a conv map without Flatten")
+                # feature-major: (K, out, in) @ (K, in, B), so the weight's gradient comes out
+                # (K, out, in) contiguous; x @ w^T would give it transposed and cost a copy of
+                # every weight per step (1.3x slower for K = 16 LeNets). x and the result are
+                # (K, B, F) views of (K, F, B) tensors.
                 w = param(f"{name}.weight")  # (K, out, in)
+                xt = x.transpose(1, 2)
                 if m.bias is None:
-                    x = torch.bmm(x, w.transpose(1, 2))
+                    x = torch.bmm(w, xt).transpose(1, 2)
                 else:
-                    x = torch.baddbmm(self.param(f"{name}.bias").unsqueeze(1), x, w.transpose(1, 2))
+                    x = torch.baddbmm(self.param(f"{name}.bias").unsqueeze(2), w, xt).transpose(1, 2)
             else:  # ReLU, Identity, pools: channel-wise, the same in either layout
                 x = m(x)
         if conv:

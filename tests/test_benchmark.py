@@ -22,10 +22,11 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert out.parent == tmp_path and out.name == bench.slug(bench.machine().split(";")[0])
     result = json.loads(out.with_suffix(".json").read_text())
     cpu = result["devices"]["cpu"]
-    assert [r["name"] for r in cpu["packed"]] == ["K = 1", "K = 4", "K = 16", "K = 64"]
+    assert [r["name"] for r in cpu["packed"]] == ["K = 1", "K = 4", "K = 16", "K = 64", bench.WIDE]
     for rows in [cpu[k] for k in ("loop", "packed", "precision", "matmul")] + [result["imp"]]:
         assert len(rows) >= 2 and rows[0]["ratio"] == 1 and all(r["median"] > 0 for r in rows)
     assert 0 < cpu["k16_peak"]["fraction"] and cpu["k16_peak"]["flops_per_image"] > 1e6
+    assert 0 < cpu["k16_peak"]["wide_fraction"]
     md = out.with_suffix(".md").read_text()
     for title, _unit in bench.TITLES.values():
         assert f"## {title}" in md

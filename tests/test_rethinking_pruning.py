@@ -165,8 +165,10 @@ def test_packed_trials_equal_trials_run_alone(smoke, tmp_path_factory):
     # ...and the long baseline shares its recipe and shape with unstructured Scratch-B (a mask)
     assert (smoke.trials[smoke.trials.variant == "baseline_long"].pack_size == 4).all()
     # 12-24 steps at lr 0.1 with momentum, in NHWC convs that sum in another order when packed:
-    # the curves agree to ~1% (0.8% measured), a few barely trained predictions flip (6 of 1,000)
-    assert (both.test_acc_alone - both.test_acc_packed).abs().max() <= 0.01
+    # the loss curves agree to ~1% (1.2% measured), and a few predictions of barely trained
+    # models (15% accuracy, near-tied logits) flip: 6 of 1,000 measured, 11 since the packed
+    # linear layers multiply feature-major (another summation order again)
+    assert (both.test_acc_alone - both.test_acc_packed).abs().max() <= 0.02
     for run in trained.run_alone:
         a, p = (pd.read_csv(b / "runs" / "smoke" / "rethinking_pruning" / run / "metrics.csv")
                 for b in (alone.base, smoke.base))

@@ -11,7 +11,7 @@ median of the per-round ratios: the VM's speed moves 2x between minutes, never w
    fp32 matmul peak (a LeNet image costs 3x its forward FLOPs, `lib.metrics.count_flops`),
    beside one LeNet trained at batch 960 (K = 16's rows in one GEMM per layer, one optimiser).
 3. The small IMP job (3 levels x 2 epochs, batch 128, SGD 0.1), start-up included, vs the same
-   job as a bare script (scripts/bare_imp.py).
+   job as a bare script (scripts/bare_imp.py) and, with --open-lth DIR, in open_lth.
 4. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
    channels_last.
 Sections 1, 2 and 4 run on CUDA too where present. Writes <out>/<machine-slug>.md and .json.
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from lib.train import TrainConfig, train  # noqa: E402
 
 LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 WIDE = "one LeNet at batch 960 (images/s)"
+OPEN_LTH = "open_lth (open_lth.py lottery, its mnist_lenet_300_100 defaults)"
 
 
 def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> list[dict]:
@@ -150,6 +152,58 @@ def imp_job(bare: bool, quick: bool) -> float:
         return time.perf_counter() - start
 
 
+# open_lth (github.com/facebookresearch/open_lth, 2ce732f, 2020) does not import under torch 2.14
+# or numpy 2. These substitutions, applied to a temporary copy, change imports only, never what
+# it computes: its multi-GPU wrappers list their bases in an order Python now rejects (they are
+# never used on one device), and numpy 2 renamed `product` to `prod`.
+OPEN_LTH_COMPAT = {
+    "models/base.py": [("class DataParallel(Model, torch.nn.DataParallel):",
+                        "class DataParallel(torch.nn.DataParallel):"),
+                       ("class DistributedDataParallel(Model, torch.nn.parallel.DistributedDataParallel):",
+                        "class DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):")],
+    "training/optimizers.py": [("np.product(", "np.prod(")],
+}
+
+
+def open_lth_copy(source: Path, tmp: Path) -> Path:
+    """A copy of the open_lth checkout at `source` with `OPEN_LTH_COMPAT` applied, and its
+    MNIST folder holding Fashion-MNIST (the same IDX layout and sizes; this machine has no MNIST)
+    in torchvision's raw layout, under a HOME of its own. Returns the copy's folder."""
+    import gzip
+
+    if not (source / "open_lth.py").is_file():
+        raise SystemExit(f"--open-lth: no open_lth.py in {source}")
+    code = tmp / "open_lth"
+    shutil.copytree(source, code, ignore=shutil.ignore_patterns(".git"))
+    for rel, subs in OPEN_LTH_COMPAT.items():
+        text = (code / rel).read_text()
+        for old, new in subs:
+            text = text.replace(old, new)
+        (code / rel).write_text(text)
+    raw = tmp / "home" / "open_lth_datasets" / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        src = data.DEBIAN_FASHION_MNIST / f"{name}.gz"
+        if not src.is_file():
+            raise SystemExit(f"--open-lth: needs {src} (apt-get install dataset-fashion-mnist)")
+        (raw / name).write_bytes(gzip.decompress(src.read_bytes()))
+    return code
+
+
+def open_lth_job(code: Path, quick: bool) -> float:
+    """Seconds of wall time for the same IMP job in open_lth (its LeNet-300-100 defaults: SGD 0.1,
+    batch 128, global pruning 20% a level, the output layer kept), start-up included, each time
+    in a fresh output folder."""
+    job = ["--levels", "1" if quick else "2", "--training_steps", "20it" if quick else "2ep"]
+    home = code.parent / "home"
+    shutil.rmtree(home / "open_lth_data", ignore_errors=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "open_lth.py", "lottery", "--default_hparams=mnist_lenet_300_100", *job],
+                   check=True, env={**os.environ, "HOME": str(home)}, cwd=code, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def sections(device: str, quick: bool, rounds: int) -> dict:
     full = data.load("fashion_mnist", **(dict(train_limit=3000) if quick else {})).to(device)
     n = 100 if quick else 1000  # the loops' own two evaluations on `small` cost next to nothing
@@ -202,6 +256,13 @@ def markdown(result: dict) -> str:
             lines += [f"| {r['name']} | {r['median']:,.{2 if key == 'imp' else 0}f} | {r['ratio']:.2f} |"
                       for r in secs[key]]
             lines.append("")
+        if "imp" in secs and len(secs["imp"]) > 2:
+            lab, other = secs["imp"][1], secs["imp"][2]
+            ratio = statistics.median(o / b for o, b in zip(other["runs"], lab["runs"]))
+            lines += [f"The lab's job is {ratio:.1f}x faster than open_lth's (median of the per-round "
+                      "ratios). open_lth runs from a copy with three import fixes for torch 2.14 and "
+                      "numpy 2 (`OPEN_LTH_COMPAT` in scripts/benchmark.py), on Fashion-MNIST in its "
+                      "MNIST folder.", ""]
         if "k16_peak" in secs:
             p = secs["k16_peak"]
             lines += [f"Packed K = 16 runs at {100 * p['fraction']:.0f}% of the fp32 matmul peak "
@@ -220,6 +281,9 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmark"))
+    p.add_argument("--open-lth", metavar="DIR", default="",
+                   help="also time the IMP job in open_lth, from a checkout of "
+                        "github.com/facebookresearch/open_lth at DIR (a temporary copy is run)")
     p.add_argument("--devices", default="cpu,cuda",
                    help="comma-separated, from cpu, cuda (cuda only where present; default both)")
     a = p.parse_args(argv)
@@ -229,11 +293,15 @@ def main(argv: list[str] | None = None) -> Path:
     rounds, start = 1 if a.quick else 3, time.perf_counter()
     devices = {d: sections(d, a.quick, rounds) for d in wanted
                if d == "cpu" or torch.cuda.is_available()}
-    imp = interleaved({"bare script (scripts/bare_imp.py)": lambda: imp_job(True, a.quick),
-                       "lab (python -m experiments.lottery_ticket)": lambda: imp_job(False, a.quick)},
-                      rounds)
+    jobs = {"bare script (scripts/bare_imp.py)": lambda: imp_job(True, a.quick),
+            "lab (python -m experiments.lottery_ticket)": lambda: imp_job(False, a.quick)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.open_lth:
+            code = open_lth_copy(Path(a.open_lth).resolve(), Path(tmp))
+            jobs[OPEN_LTH] = lambda: open_lth_job(code, a.quick)
+        imp = interleaved(jobs, rounds)
     command = "python scripts/benchmark.py" + " --quick" * a.quick + f" --devices {a.devices}" * (
-        a.devices != "cpu,cuda")
+        a.devices != "cpu,cuda") + " --open-lth <checkout>" * bool(a.open_lth)
     result = dict(machine=machine(), command=command,
                   date=time.strftime("%Y-%m-%d %H:%M"), rounds=rounds, devices=devices, imp=imp,
                   wall_s=time.perf_counter() - start)

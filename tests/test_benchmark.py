@@ -31,3 +31,32 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for title, _unit in bench.TITLES.values():
         assert f"## {title}" in md
     assert "fp32 matmul peak" in md and result["machine"] in md
+
+
+def test_open_lth_copy_applies_only_the_import_fixes(tmp_path):
+    """`--open-lth DIR` runs a temporary copy of the checkout: the listed lines are replaced (and
+    nothing else), the checkout itself is untouched, and Fashion-MNIST lies decoded in
+    torchvision's MNIST raw layout under the copy's own HOME."""
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    src = tmp_path / "checkout"
+    originals = {}
+    for rel, subs in bench.OPEN_LTH_COMPAT.items():
+        text = "import torch\n" + "".join(f"{old}\n    pass\n" for old, _ in subs) + "keep = 1\n"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+        originals[rel] = text
+    (src / "open_lth.py").write_text("print('hi')\n")
+    with pytest.raises(SystemExit, match="--open-lth: no open_lth.py"):
+        bench.open_lth_copy(tmp_path / "nowhere", tmp_path / "x")
+    code = bench.open_lth_copy(src, tmp_path / "run")
+    for rel, subs in bench.OPEN_LTH_COMPAT.items():
+        assert (src / rel).read_text() == originals[rel]
+        want = originals[rel]
+        for old, new in subs:
+            want = want.replace(old, new)
+        assert (code / rel).read_text() == want and want != originals[rel]
+    raw = code.parent / "home" / "open_lth_datasets" / "mnist" / "MNIST" / "raw"
+    images = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    assert len(images) == 16 + 10000 * 28 * 28 and images[:4] == b"\x00\x00\x08\x03"

@@ -32,6 +32,7 @@ help:
 	@echo "make readmes               write followups.md, copy results (claims.md, run.json...) into the READMEs' includes"
 	@echo "make notebooks             execute the analysis notebooks on results/ (SCALE=...)"
 	@echo "make benchmark             lab vs bare PyTorch, packed trials, bf16, IMP job -> results/benchmark/"
+	@echo "                           (OPEN_LTH=<open_lth checkout>: the IMP job in open_lth too)"
 	@echo "make sync                  upload offline wandb runs (needs 'wandb login')"
 	@echo "make clean-smoke           delete smoke results and smoke runs"
 
@@ -100,8 +101,10 @@ readmes: setup
 notebooks: setup
 	LAB_SCALE=$(SCALE) $(PY) scripts/run_notebooks.py
 
+# OPEN_LTH=<checkout of github.com/facebookresearch/open_lth>: also time its IMP job
+OPEN_LTH ?=
 benchmark: setup
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/benchmark.py $(if $(OPEN_LTH),--open-lth $(OPEN_LTH))
 
 # the trials' runs and each report's run (job type `report`), from $(WANDB_DIR)/wandb/
 WANDB ?= .venv/bin/wandb

@@ -19,6 +19,7 @@ Sections 1, 2 and 4 run on CUDA too where present. Writes <out>/<machine-slug>.m
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -48,6 +49,7 @@ from lib.train import TrainConfig, train  # noqa: E402
 
 LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 WIDE = "one LeNet at batch 960 (images/s)"
+LAB_JOB = "lab (python -m experiments.lottery_ticket)"
 OPEN_LTH = "open_lth (open_lth.py lottery, its mnist_lenet_300_100 defaults)"
 
 
@@ -169,8 +171,6 @@ def open_lth_copy(source: Path, tmp: Path) -> Path:
     """A copy of the open_lth checkout at `source` with `OPEN_LTH_COMPAT` applied, and its
     MNIST folder holding Fashion-MNIST (the same IDX layout and sizes; this machine has no MNIST)
     in torchvision's raw layout, under a HOME of its own. Returns the copy's folder."""
-    import gzip
-
     if not (source / "open_lth.py").is_file():
         raise SystemExit(f"--open-lth: no open_lth.py in {source}")
     code = tmp / "open_lth"
@@ -182,8 +182,7 @@ def open_lth_copy(source: Path, tmp: Path) -> Path:
         (code / rel).write_text(text)
     raw = tmp / "home" / "open_lth_datasets" / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in data.IDX_FILES.values():
         src = data.DEBIAN_FASHION_MNIST / f"{name}.gz"
         if not src.is_file():
             raise SystemExit(f"--open-lth: needs {src} (apt-get install dataset-fashion-mnist)")
@@ -256,8 +255,9 @@ def markdown(result: dict) -> str:
             lines += [f"| {r['name']} | {r['median']:,.{2 if key == 'imp' else 0}f} | {r['ratio']:.2f} |"
                       for r in secs[key]]
             lines.append("")
-        if "imp" in secs and len(secs["imp"]) > 2:
-            lab, other = secs["imp"][1], secs["imp"][2]
+        rows = {r["name"]: r for r in secs.get("imp", [])}
+        if OPEN_LTH in rows:
+            lab, other = rows[LAB_JOB], rows[OPEN_LTH]
             ratio = statistics.median(o / b for o, b in zip(other["runs"], lab["runs"]))
             lines += [f"The lab's job is {ratio:.1f}x faster than open_lth's (median of the per-round "
                       "ratios). open_lth runs from a copy with three import fixes for torch 2.14 and "
@@ -266,10 +266,9 @@ def markdown(result: dict) -> str:
         if "k16_peak" in secs:
             p = secs["k16_peak"]
             lines += [f"Packed K = 16 runs at {100 * p['fraction']:.0f}% of the fp32 matmul peak "
-                      f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward)"
-                      + (f"; one LeNet at batch 960, the same rows per step with one weight set and one "
-                         f"optimiser, at {100 * p['wide_fraction']:.0f}%" if "wide_fraction" in p else "")
-                      + ".", ""]
+                      f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward); "
+                      "one LeNet at batch 960, the same rows per step with one weight set and one "
+                      f"optimiser, at {100 * p['wide_fraction']:.0f}%.", ""]
     return "\n".join(lines)
 
 
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> Path:
     devices = {d: sections(d, a.quick, rounds) for d in wanted
                if d == "cpu" or torch.cuda.is_available()}
     jobs = {"bare script (scripts/bare_imp.py)": lambda: imp_job(True, a.quick),
-            "lab (python -m experiments.lottery_ticket)": lambda: imp_job(False, a.quick)}
+            LAB_JOB: lambda: imp_job(False, a.quick)}
     with tempfile.TemporaryDirectory() as tmp:
         if a.open_lth:
             code = open_lth_copy(Path(a.open_lth).resolve(), Path(tmp))

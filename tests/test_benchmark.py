@@ -13,11 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.paper
-def test_quick_benchmark_writes_every_section(tmp_path):
+@pytest.fixture
+def bench():
+    """scripts/benchmark.py as a module."""
     spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.paper
+def test_quick_benchmark_writes_every_section(bench, tmp_path):
     out = bench.main(["--quick", "--out", str(tmp_path)])
     assert out.parent == tmp_path and out.name == bench.slug(bench.machine().split(";")[0])
     result = json.loads(out.with_suffix(".json").read_text())
@@ -33,13 +39,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert "fp32 matmul peak" in md and result["machine"] in md
 
 
-def test_open_lth_copy_applies_only_the_import_fixes(tmp_path):
+def test_open_lth_copy_applies_only_the_import_fixes(bench, tmp_path):
     """`--open-lth DIR` runs a temporary copy of the checkout: the listed lines are replaced (and
     nothing else), the checkout itself is untouched, and Fashion-MNIST lies decoded in
     torchvision's MNIST raw layout under the copy's own HOME."""
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     src = tmp_path / "checkout"
     originals = {}
     for rel, subs in bench.OPEN_LTH_COMPAT.items():

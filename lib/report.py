@@ -130,14 +130,15 @@ def mean_sd_table(agg: pd.DataFrame, by: Sequence[str], metrics: Sequence[str],
     """Collapse `<m>_mean`, `<m>_sd`, `<m>_n` into one 'mean ± sd' column per metric, plus n.
 
     Metrics in `percent` (fractions) are shown ×100 with 2 decimals unless `digits`/`scale`
-    say otherwise."""
+    say otherwise; a metric none of a row's trials has is left blank."""
     digits = {**{m: 2 for m in percent}, **(digits or {})}
     scale = {**{m: 100.0 for m in percent}, **(scale or {})}
     out = agg[list(by)].copy()
     for m in metrics:
         d, k = digits.get(m, 4), scale.get(m, 1.0)
         mean, sd = agg[f"{m}_mean"] * k, agg[f"{m}_sd"] * k
-        out[m] = [f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}" for a, b in zip(mean, sd)]
+        out[m] = ["" if pd.isna(a) else f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}"
+                  for a, b in zip(mean, sd)]
     out["n"] = agg[f"{metrics[0]}_n"].astype(int)
     if "diverged" in agg and agg["diverged"].any():
         out["diverged"] = [f"{int(d)} of {n}" if d else "" for d, n in zip(agg["diverged"], out["n"])]

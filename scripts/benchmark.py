@@ -9,7 +9,9 @@ median of the per-round ratios: the VM's speed moves 2x between minutes, never w
 2. Packed trials: K = 4, 16, 64 LeNets as one stacked model (`lib.packed_train`) vs one trial
    alone, total trial-images/s of training (evaluation left out), and K = 16's share of the
    fp32 matmul peak (a LeNet image costs 3x its forward FLOPs, `lib.metrics.count_flops`),
-   beside one LeNet trained at batch 960 (K = 16's rows in one GEMM per layer, one optimiser).
+   beside one LeNet trained at batch 960 (K = 16's rows in one GEMM per layer, one optimiser),
+   and the ceiling on that share (`roofline`) from the memory bandwidth (a += b on tensors far
+   beyond the caches) and the pack's fused Adam alone, which moves 28 bytes per weight per step.
 3. The small IMP job (3 levels x 2 epochs, batch 128, SGD 0.1), start-up included, vs the same
    job as a bare script (scripts/bare_imp.py) and, with --open-lth DIR, in open_lth.
 4. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
@@ -45,12 +47,18 @@ from lib.metrics import count_flops  # noqa: E402
 from lib.pack import PackedNet  # noqa: E402
 from lib.packed_train import train_packed  # noqa: E402
 from lib.prune.mask import Mask  # noqa: E402
-from lib.train import TrainConfig, train  # noqa: E402
+from lib.train import TrainConfig, make_optimizer, train  # noqa: E402
 
 LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 WIDE = "one LeNet at batch 960 (images/s)"
 LAB_JOB = "lab (python -m experiments.lottery_ticket)"
 OPEN_LTH = "open_lth (open_lth.py lottery, its mnist_lenet_300_100 defaults)"
+BANDWIDTH = "a += b, two 128 MB tensors (a, b read, a written)"
+ADAM_K16 = "fused Adam step, K = 16 LeNets (28 bytes per weight)"
+# fused Adam per weight and step: reads weight, gradient and both moments, writes back the
+# weight and both moments, 7 fp32 values; no implementation can move less with the gradient in
+# memory, which is where autograd leaves it
+ADAM_BYTES = 7 * 4
 
 
 def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> list[dict]:
@@ -96,14 +104,20 @@ def lab_loop(splits: data.Splits, steps: int, eval_every: int = 0, mask: bool = 
     return steps * 60 / (time.perf_counter() - start)
 
 
+def lenets(k: int, device, shape=(1, 28, 28), classes: int = 10) -> list[torch.nn.Module]:
+    """K LeNet-300-100s, trial i initialised from seed i."""
+    nets = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        nets.append(models.build(LENET, shape, classes).to(device))
+    return nets
+
+
 def packed(splits: data.Splits, k: int, images: int) -> float:
     """Total trial-images/s of training K LeNets as one pack (K = 1: `train` alone)."""
     steps = max(2, images // (k * 60))
     cfg = TrainConfig(**ADAM, iterations=steps, eval_every=steps)
-    nets = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        nets.append(models.build(LENET, splits.input_shape, splits.num_classes).to(splits.train_x.device))
+    nets = lenets(k, splits.train_x.device, splits.input_shape, splits.num_classes)
     if k == 1:
         return train(nets[0], splits, cfg, seed=0).images_per_s
     return train_packed(PackedNet(nets), splits, cfg, seeds=list(range(k)))[0].images_per_s
@@ -136,6 +150,54 @@ def matmul_gflops(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 20
         c = a @ b
     c.sum().item()
     return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def add_gbps(device: str, mb: int = 128, reps: int = 10) -> float:
+    """Memory bandwidth: GB/s moved by `a += b` on two `mb` MB fp32 tensors (a and b read, a
+    written; far beyond the caches), the pattern of an in-place optimiser step."""
+    a = torch.ones(mb * 2 ** 20 // 4, device=device)
+    b = torch.ones_like(a)
+    a.add_(b)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a.add_(b)
+    sync(device)
+    return 3 * a.numel() * 4 * reps / (time.perf_counter() - start) / 1e9
+
+
+def adam_gbps(device: str, k: int = 16, reps: int = 20) -> float:
+    """The pack's optimiser alone (`lib.train.make_optimizer`: fused Adam) over K LeNets' stacked
+    weights with gradients in place, as GB/s of the ADAM_BYTES per weight it must move."""
+    params = list(PackedNet(lenets(k, device)).stacked)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = make_optimizer(params, TrainConfig(**ADAM, iterations=1))
+    opt.step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        opt.step()
+    sync(device)
+    return ADAM_BYTES * sum(p.numel() for p in params) * reps / (time.perf_counter() - start) / 1e9
+
+
+def roofline(flops_per_step: float, weights: int, peak_gflops: float, bandwidth_gbps: float,
+             adam_gbps: float) -> dict:
+    """The best share of the matmul peak a training step can reach when its FLOPs run at the
+    peak and its optimiser, after the backward as in PyTorch, moves its ADAM_BYTES per weight at
+    the faster of the measured bandwidth and its own measured rate: t_flops / (t_flops + t_adam).
+    Times in ms, sizes in MB."""
+    t_flops = flops_per_step / peak_gflops / 1e6
+    adam_mb = ADAM_BYTES * weights / 1e6
+    t_adam = adam_mb / max(bandwidth_gbps, adam_gbps)
+    return dict(flops_ms=t_flops, adam_mb=adam_mb, adam_ms=t_adam, adam_measured_ms=adam_mb / adam_gbps,
+                ceiling=t_flops / (t_flops + t_adam))
 
 
 def imp_job(bare: bool, quick: bool) -> float:
@@ -224,13 +286,18 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
     size = 256 if quick else 1024
     out["matmul"] = interleaved({"fp32": lambda: matmul_gflops(device, torch.float32, size),
                                  "bf16": lambda: matmul_gflops(device, torch.bfloat16, size)}, rounds)
+    out["memory"] = interleaved({BANDWIDTH: lambda: add_gbps(device, 8 if quick else 128),
+                                 ADAM_K16: lambda: adam_gbps(device)}, rounds)
     lenet = models.build(LENET, full.input_shape, full.num_classes)
     flops = 3 * count_flops(lenet, full.input_shape)  # forward + backward (2x forward)
     k16 = next(r for r in out["packed"] if r["name"] == "K = 16")["median"]
     one = next(r for r in out["packed"] if r["name"] == WIDE)["median"]
     peak = out["matmul"][0]["median"]
+    memory = {r["name"]: r["median"] for r in out["memory"]}
+    weights = 16 * sum(p.numel() for p in lenet.parameters())
     out["k16_peak"] = dict(flops_per_image=flops, fraction=k16 * flops / 1e9 / peak,
-                           wide_fraction=one * flops / 1e9 / peak)
+                           wide_fraction=one * flops / 1e9 / peak,
+                           **roofline(16 * 60 * flops, weights, peak, memory[BANDWIDTH], memory[ADAM_K16]))
     return out
 
 
@@ -238,6 +305,7 @@ TITLES = {"loop": ("Training loop, LeNet-300-100, Adam, batch 60", "images/s (wa
           "packed": ("Packed trials, LeNet-300-100, Adam, batch 60", "trial-images/s (training)"),
           "precision": ("Precision, vgg_small, SGD, batch 128", "images/s (training)"),
           "matmul": ("Matrix product, square (1024 x 1024; --quick: 256)", "GFLOP/s"),
+          "memory": ("Memory bandwidth (--quick: 8 MB tensors)", "GB/s"),
           "imp": ("The small IMP job, start-up included, on CUDA where present", "wall s")}
 
 
@@ -269,6 +337,14 @@ def markdown(result: dict) -> str:
                       f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward); "
                       "one LeNet at batch 960, the same rows per step with one weight set and one "
                       f"optimiser, at {100 * p['wide_fraction']:.0f}%.", ""]
+            if "ceiling" in p:
+                lines += [f"The ceiling on that share: a K = 16 step's FLOPs take {p['flops_ms']:.1f} ms at "
+                          f"the peak, and then its fused Adam moves {p['adam_mb']:.0f} MB (28 bytes per "
+                          f"weight), {p['adam_ms']:.1f} ms at the faster of the two rates above "
+                          f"({p['adam_measured_ms']:.1f} ms as measured). So a K = 16 step that runs its "
+                          f"optimiser after its backward, as PyTorch does, cannot exceed "
+                          f"{100 * p['ceiling']:.0f}% of the peak on this machine, even with every GEMM "
+                          "at the peak.", ""]
     return "\n".join(lines)
 
 

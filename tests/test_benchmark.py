@@ -29,14 +29,25 @@ def test_quick_benchmark_writes_every_section(bench, tmp_path):
     result = json.loads(out.with_suffix(".json").read_text())
     cpu = result["devices"]["cpu"]
     assert [r["name"] for r in cpu["packed"]] == ["K = 1", "K = 4", "K = 16", "K = 64", bench.WIDE]
-    for rows in [cpu[k] for k in ("loop", "packed", "precision", "matmul")] + [result["imp"]]:
+    for rows in [cpu[k] for k in ("loop", "packed", "precision", "matmul", "memory")] + [result["imp"]]:
         assert len(rows) >= 2 and rows[0]["ratio"] == 1 and all(r["median"] > 0 for r in rows)
     assert 0 < cpu["k16_peak"]["fraction"] and cpu["k16_peak"]["flops_per_image"] > 1e6
-    assert 0 < cpu["k16_peak"]["wide_fraction"]
+    assert 0 < cpu["k16_peak"]["wide_fraction"] and 0 < cpu["k16_peak"]["ceiling"] < 1
     md = out.with_suffix(".md").read_text()
     for title, _unit in bench.TITLES.values():
         assert f"## {title}" in md
-    assert "fp32 matmul peak" in md and result["machine"] in md
+    assert "fp32 matmul peak" in md and "cannot exceed" in md and result["machine"] in md
+
+
+def test_roofline_against_a_hand_computed_case(bench):
+    """1 GFLOP per step at 200 GFLOP/s is 5 ms; 1M weights x 28 bytes = 28 MB of Adam traffic,
+    1 ms at the faster of 28 GB/s (bandwidth) and 14 GB/s (Adam as measured): 5 / 6 of the peak."""
+    r = bench.roofline(1e9, 1_000_000, 200.0, 28.0, 14.0)
+    assert r == pytest.approx(dict(flops_ms=5.0, adam_mb=28.0, adam_ms=1.0, adam_measured_ms=2.0,
+                                   ceiling=5 / 6))
+    # Adam faster than the bandwidth (its state partly in cache): its own rate bounds the step
+    assert bench.roofline(1e9, 1_000_000, 200.0, 14.0, 28.0)["adam_ms"] == pytest.approx(1.0)
+    assert bench.add_gbps("cpu", mb=1, reps=1) > 0 and bench.adam_gbps("cpu", k=2, reps=1) > 0
 
 
 def test_open_lth_copy_applies_only_the_import_fixes(bench, tmp_path):

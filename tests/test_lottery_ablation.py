@@ -53,7 +53,8 @@ def test_summary_pivots_the_same_numbers(smoke):
 @pytest.mark.smoke
 def test_reported_accuracy_is_the_selected_evaluation(smoke):
     """A trained row's test_acc is its curve's at the early-stop point (minimum validation loss;
-    maximum validation accuracy for a learned supermask's thresholded mask)."""
+    maximum validation accuracy for a learned supermask's thresholded mask), and so are a
+    retrained row's train_loss and val_loss (how well it fits, beside how well it generalises)."""
     t = smoke.trials
     rows = t[t.trained & (t.mask_eval != "sampled")]
     assert len(rows) == 2 * (1 + 11 + 7 + 3 + 2)  # per seed: dense, studies, learned (threshold)
@@ -61,6 +62,9 @@ def test_reported_accuracy_is_the_selected_evaluation(smoke):
         curve = pd.read_csv(smoke.base / "runs" / "smoke" / "lottery_ablation" / r.run / "metrics.csv")
         best = curve.loc[curve.val_acc.idxmax() if r.criterion == "learned" else curve.val_loss.idxmin()]
         assert (best.step, best.test_acc) == (r.early_stop_iter, r.test_acc), r.run
+        if r.criterion != "learned":
+            assert (r.train_loss, r.val_loss) == pytest.approx((best.train_loss, best.val_loss)), r.run
+            assert r.train_loss > 0
 
 
 @pytest.mark.smoke

@@ -125,13 +125,16 @@ def test_wandb_runs_off_the_critical_path(tmp_path, monkeypatch):
 
 
 def test_aggregate_mean_sd_n():
-    df = pd.DataFrame({"level": [0, 0, 0, 1], "acc": [0.5, 0.7, 0.9, 0.4]})
-    agg = aggregate(df, ["level"], ["acc"])
+    df = pd.DataFrame({"level": [0, 0, 0, 1, 2], "acc": [0.5, 0.7, 0.9, 0.4, 0.3],
+                       "loss": [1.0, 2.0, 3.0, 4.0, float("nan")]})  # level 2: a trial with no loss
+    agg = aggregate(df, ["level"], ["acc", "loss"])
     row0 = agg[agg.level == 0].iloc[0]
     assert row0.acc_mean == pytest.approx(0.7) and row0.acc_sd == pytest.approx(0.2) and row0.acc_n == 3
     assert pd.isna(agg[agg.level == 1].iloc[0].acc_sd)
-    table = mean_sd_table(agg, ["level"], ["acc"], digits={"acc": 1}, scale={"acc": 100})
-    assert table.acc.tolist() == ["70.0 ± 20.0", "40.0"] and table.n.tolist() == [3, 1]
+    table = mean_sd_table(agg, ["level"], ["acc", "loss"], digits={"acc": 1, "loss": 1}, scale={"acc": 100})
+    assert table.acc.tolist() == ["70.0 ± 20.0", "40.0", "30.0"] and table.n.tolist() == [3, 1, 1]
+    assert table.loss.tolist() == ["2.0 ± 1.0", "4.0", ""]
+    table = table[table.level < 2].drop(columns="loss")
     md = markdown(table)
     assert md.splitlines()[0] == "| level | acc | n |" and "| 0 | 70.0 ± 20.0 | 3 |" in md
 

@@ -13,6 +13,7 @@ Outputs: results/lottery_ablation/<scale>/ (trials.csv, table.md, overlap.csv, s
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 from dataclasses import replace
 
@@ -211,8 +212,17 @@ class SeedRun:
 
     def add_retrained(self, level: int, results: dict[tuple, dict]) -> None:
         for study, (c, a, m0) in self.retrained(level):
-            self.add(study, results[(c, a, m0, level)], criterion=c, ablation=a, mask0=m0,
-                     level=level, trained=True)
+            res = results[(c, a, m0, level)]
+            self.add(study, {**res, **self.fit(res, criterion=c, ablation=a, mask0=m0, level=level)},
+                     criterion=c, ablation=a, mask0=m0, level=level, trained=True)
+
+    def fit(self, res: dict, **key) -> dict:
+        """`train_loss` and `val_loss` at the selected evaluation, read back from the trial's
+        metrics.csv (so trials finished before they were reported have them too): how well the
+        network fits its training data, beside how well it generalises."""
+        with open(self.run(**key).path("metrics.csv"), newline="") as f:
+            row = next(r for r in csv.DictReader(f) if int(r["step"]) == res["early_stop_iter"])
+        return {"train_loss": float(row["train_loss"]), "val_loss": float(row["val_loss"])}
 
     def add_supermasks(self, level: int) -> None:
         """Each criterion's mask on the untrained weights (evaluations, no training)."""
@@ -245,7 +255,8 @@ def run_all(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
     dense = train_all(ctx, [s.spec("large_final", "rewind", "zero", 0) for s in seeds],
                       cfg.setup.train, pack=ctx.pack)
     for s, res in zip(seeds, dense):
-        s.add("dense", res, criterion="none", ablation="none", mask0="none", level=0, trained=True)
+        fit = s.fit(res, criterion="large_final", ablation="rewind", mask0="zero", level=0)
+        s.add("dense", {**res, **fit}, criterion="none", ablation="none", mask0="none", level=0, trained=True)
     # iterative chains need every level up to the last one asked for; one-shot only those
     last = max(cfg.levels)
     levels = range(1, last + 1) if cfg.setup.mode == "iterative" else cfg.levels

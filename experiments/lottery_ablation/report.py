@@ -17,7 +17,7 @@ from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, r
 from lib.runs import atomic_write_text
 
 KEYS = ["study", "criterion", "ablation", "mask0", "level", "mask_eval"]
-METRICS = ["weights_left", "test_acc", "early_stop_iter", "final_test_acc"]
+METRICS = ["weights_left", "test_acc", "early_stop_iter", "final_test_acc", "train_loss", "val_loss"]
 
 
 def mask_statistics(seed: int, masks: dict[tuple[str, int], Mask], w_init: dict,
@@ -54,7 +54,7 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[dict], list[dict
     atomic_write_text(out / "sign_flips.csv", pd.DataFrame(flips).to_csv(index=False))
 
     agg = aggregate(trials, KEYS, METRICS)
-    table = mean_sd_table(agg, KEYS, METRICS, digits={"early_stop_iter": 0},
+    table = mean_sd_table(agg, KEYS, METRICS, digits={"early_stop_iter": 0, "train_loss": 3, "val_loss": 3},
                           percent=["weights_left", "test_acc", "final_test_acc"])
     s = cfg.setup
     parts = [f"# Deconstructing lottery tickets: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n",
@@ -62,13 +62,14 @@ def write_report(ctx: Context, produced: tuple[list[dict], list[dict], list[dict
              f"({s.prune.rate_fc:.0%} fc / {s.prune.rate_conv:.0%} conv / {s.prune.rate_output:.0%} "
              f"output per round); retraining: {recipe_text(s.train)}; learned supermasks: "
              f"{recipe_text(s.supermask_train)}. Accuracies in %, mean ± sd over seeds; trained "
-             f"rows at the iteration of minimum validation loss.\n"]
+             f"rows at the iteration of minimum validation loss, with the training loss (mean "
+             f"over the evaluation interval ending there) and the validation loss at it.\n"]
     for study in ["dense", "criteria", "mask1", "mask0", "supermask"]:
         part = table[table.study == study].drop(columns=["study"])
         if len(part):
             parts.append(f"\n## {study}\n\n" + markdown(part.rename(columns={
                 "weights_left": "weights left %", "test_acc": "test acc %", "final_test_acc": "final test acc %",
-                "early_stop_iter": "early-stop iter"})))
+                "early_stop_iter": "early-stop iter", "train_loss": "train loss", "val_loss": "val loss"})))
     unique = trials.drop_duplicates("run")  # a trial shared by several studies counts once
     produced_by = footer_line(ctx.provenance(unique.run))
     write_table(out, *parts, footer(unique, produced_by, note=f" ({len(trials)} table rows)"))

@@ -53,12 +53,12 @@ LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 WIDE = "one LeNet at batch 960 (images/s)"
 LAB_JOB = "lab (python -m experiments.lottery_ticket)"
 OPEN_LTH = "open_lth (open_lth.py lottery, its mnist_lenet_300_100 defaults)"
-BANDWIDTH = "a += b, two 128 MB tensors (a, b read, a written)"
-ADAM_K16 = "fused Adam step, K = 16 LeNets (28 bytes per weight)"
 # fused Adam per weight and step: reads weight, gradient and both moments, writes back the
 # weight and both moments, 7 fp32 values; no implementation can move less with the gradient in
 # memory, which is where autograd leaves it
 ADAM_BYTES = 7 * 4
+BANDWIDTH = "a += b, two 128 MB tensors (a, b read, a written)"
+ADAM_K16 = f"fused Adam step, K = 16 LeNets ({ADAM_BYTES} bytes per weight)"
 
 
 def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> list[dict]:
@@ -127,8 +127,7 @@ def wide(splits: data.Splits, batch: int, images: int) -> float:
     """Images/s of one LeNet trained alone at K = 16's rows per step (batch 960): one weight set
     and one optimiser, so each layer is one large GEMM. What a pack would reach if its K trials
     cost nothing apart; the reference for its share of the matmul peak."""
-    torch.manual_seed(0)
-    net = models.build(LENET, splits.input_shape, splits.num_classes).to(splits.train_x.device)
+    net = lenets(1, splits.train_x.device, splits.input_shape, splits.num_classes)[0]
     steps = max(2, images // batch)
     cfg = TrainConfig(**{**ADAM, "batch_size": batch}, iterations=steps, eval_every=steps)
     return train(net, splits, cfg, seed=0).images_per_s
@@ -339,8 +338,8 @@ def markdown(result: dict) -> str:
                       f"optimiser, at {100 * p['wide_fraction']:.0f}%.", ""]
             if "ceiling" in p:
                 lines += [f"The ceiling on that share: a K = 16 step's FLOPs take {p['flops_ms']:.1f} ms at "
-                          f"the peak, and then its fused Adam moves {p['adam_mb']:.0f} MB (28 bytes per "
-                          f"weight), {p['adam_ms']:.1f} ms at the faster of the two rates above "
+                          f"the peak, and then its fused Adam moves {p['adam_mb']:.0f} MB ({ADAM_BYTES} bytes "
+                          f"per weight), {p['adam_ms']:.1f} ms at the faster of the two rates above "
                           f"({p['adam_measured_ms']:.1f} ms as measured). So a K = 16 step that runs its "
                           f"optimiser after its backward, as PyTorch does, cannot exceed "
                           f"{100 * p['ceiling']:.0f}% of the peak on this machine, even with every GEMM "

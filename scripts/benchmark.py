@@ -332,10 +332,11 @@ def markdown(result: dict) -> str:
                       "MNIST folder.", ""]
         if "k16_peak" in secs:
             p = secs["k16_peak"]
+            wide = ("; one LeNet at batch 960, the same rows per step with one weight set and one "
+                    f"optimiser, at {100 * p['wide_fraction']:.0f}%") if "wide_fraction" in p else ""
             lines += [f"Packed K = 16 runs at {100 * p['fraction']:.0f}% of the fp32 matmul peak "
-                      f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward); "
-                      "one LeNet at batch 960, the same rows per step with one weight set and one "
-                      f"optimiser, at {100 * p['wide_fraction']:.0f}%.", ""]
+                      f"({p['flops_per_image'] / 1e6:.2f} MFLOP per trial-image, forward + backward)"
+                      f"{wide}.", ""]
             if "ceiling" in p:
                 lines += [f"The ceiling on that share: a K = 16 step's FLOPs take {p['flops_ms']:.1f} ms at "
                           f"the peak, and then its fused Adam moves {p['adam_mb']:.0f} MB ({ADAM_BYTES} bytes "

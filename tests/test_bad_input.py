@@ -36,6 +36,8 @@ BAD_INPUT = {
         (("--ratios", "0.3,0.99"),
          "ratio: pruning 0.99 of layer 'features.0' (16 channels) leaves none"),
         (("--ratios", "0"), "ratios: each must be in (0, 1), got 0.0"),
+        (("--layers", "features.8,features.99"), "layers: features.99: give distinct prunable layers"),
+        (("--layers", "features.8,features.8"), "layers: a layer listed twice"),
         (("--ratios", "half"), "ratios: expected comma-separated numbers, got 'half'"),
         (("--model", "conv2"), "surgery: unsupported model type 'ConvNet'"),
         (("--model", "nope"), "model: unknown 'nope'"),

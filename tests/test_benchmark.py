@@ -39,6 +39,23 @@ def test_quick_benchmark_writes_every_section(bench, tmp_path):
     assert "fp32 matmul peak" in md and "cannot exceed" in md and result["machine"] in md
 
 
+def test_every_committed_result_renders(bench):
+    """`markdown()` renders every committed results/benchmark/*.json, whatever code wrote it: the
+    ones this code wrote come back byte for byte as their .md; an older one (the 2026-11-27 GPU
+    run: no batch-960 row, no memory section) still renders, without the rows it lacks."""
+    files = sorted((ROOT / "results" / "benchmark").glob("*.json"))
+    assert len(files) >= 3
+    same = 0
+    for path in files:
+        result = json.loads(path.read_text())
+        md = bench.markdown(result)
+        assert md.startswith(f"# Benchmark: {result['machine']}") and "K = 16 runs at" in md, path.name
+        peak = next(v["k16_peak"] for v in result["devices"].values() if "k16_peak" in v)
+        assert ("one LeNet at batch 960" in md) == ("wide_fraction" in peak), path.name
+        same += md.rstrip("\n") == path.with_suffix(".md").read_text().rstrip("\n")
+    assert same >= 2  # both CPU runs, written by this code
+
+
 def test_roofline_against_a_hand_computed_case(bench):
     """1 GFLOP per step at 200 GFLOP/s is 5 ms; 1M weights x 28 bytes = 28 MB of Adam traffic,
     1 ms at the faster of 28 GB/s (bandwidth) and 14 GB/s (Adam as measured): 5 / 6 of the peak."""

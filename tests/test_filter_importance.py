@@ -34,10 +34,14 @@ def test_columns_stages_and_accuracies(smoke):
 
 def expected_params(ratio: float) -> int:
     """vgg_narrow with n - round(ratio·n) filters left in every conv, built from scratch."""
+    return count_params_of(tuple(v if v == "M" else v - round(ratio * v) for v in (16, "M", 32, "M", 64, 64, "M")))
+
+
+def count_params_of(widths: tuple) -> int:
+    """Parameters of vgg_narrow built from scratch with these widths."""
     from lib.metrics import count_params
     from lib.models import build
 
-    widths = tuple(v if v == "M" else v - round(ratio * v) for v in (16, "M", 32, "M", 64, 64, "M"))
     return count_params(build("vgg_narrow", (1, 28, 28), 10, widths=widths))
 
 
@@ -99,6 +103,44 @@ def test_saved_pruned_model_loads_with_its_shapes_and_accuracy(smoke):
         assert count_params(model) == row.params
         torch.manual_seed(0)
         assert evaluate(model, splits.test_x, splits.test_y)[1] == row.test_acc
+
+
+@pytest.mark.smoke
+def test_listed_layers_alone_are_pruned_and_sensitivity_agrees(smoke, tmp_path):
+    """--layers features.8 prunes that conv alone (its 64 filters to 32; the next conv loses
+    the matching inputs, every other layer keeps its filters), on the same baselines;
+    --sensitivity prunes each layer alone at 10%..90%, and its (features.8, 0.5) row is the
+    same model as the l1 trial's: same MACs, same test accuracy, by another code path."""
+    from cli import run_experiment
+    from experiments.filter_importance.__main__ import SENSITIVITY_RATIOS
+    from lib.prune.surgery import load_pruned, widths
+
+    base, _, first = smoke
+    out = tmp_path / "layers"
+    run_experiment("filter_importance", "--scale", "smoke", "--criteria", "l1,random", "--ratios", "0.5",
+                   "--layers", "features.8", "--sensitivity", "--out", str(out), base=base, wandb=False)
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(trials.stage) == {"baseline", "pruned", "finetuned"}  # no sensitivity rows here
+    dense = first[first.stage == "baseline"].set_index("seed").run
+    assert trials[trials.stage == "baseline"].set_index("seed").run.equals(dense)  # reused
+    pruned = trials[trials.stage == "pruned"]
+    assert pruned.params.nunique() == 1 and pruned.params.iloc[0] == count_params_of((16, "M", 32, "M", 32, 64, "M"))
+    for run in pruned.run:
+        path = base / "runs" / "smoke" / "filter_importance" / run / "pruned.pt"
+        assert list(widths(load_pruned(path)).values()) == [16, 32, 32, 64]
+    assert "of the listed layers (features.8; the others keep every filter)" in (out / "table.md").read_text()
+
+    sens = pd.read_csv(out / "sensitivity.csv")
+    assert len(sens) == 2 * 4 * len(SENSITIVITY_RATIOS)  # seeds x layers x fractions
+    assert all(tuple(g) == SENSITIVITY_RATIOS for _, g in sens.groupby(["seed", "layer"]).prune_ratio)
+    alone = sens[(sens.layer == "features.8") & (sens.prune_ratio == 0.5)].set_index("seed")
+    l1 = pruned[pruned.method == "l1"].set_index("seed")
+    assert (alone.macs == l1.macs).all() and (alone.test_acc == l1.test_acc).all()
+    first_layer = sens[sens.layer == "features.0"].groupby("prune_ratio").macs.first()
+    assert first_layer.is_monotonic_decreasing and first_layer.iloc[0] < trials.macs.max()
+    assert "| fraction of the layer's filters removed | features.0 | features.4 | features.8 | features.11 |" \
+        in (out / "sensitivity.md").read_text()
+    assert (out / "sensitivity.png").stat().st_size > 10_000
 
 
 @pytest.mark.smoke

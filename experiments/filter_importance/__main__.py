@@ -2,6 +2,7 @@
 
     python -m experiments.filter_importance --scale smoke|default|paper [--seeds N]
         [--model vgg_narrow|vgg16|resnet56|...] [--criteria l1,fpgm] [--ratios 0.3,0.6]
+        [--layers features.8,features.11] [--sensitivity]
 
 For each seed: train the baseline once (stage "baseline", final weights saved as final.pt).
 Then for every criterion and every per-layer prune ratio r: score the filters of every
@@ -9,7 +10,10 @@ prunable layer with the criterion, remove the r lowest-scoring fraction of each 
 physically (`prune_structured`), evaluate right away (stage "pruned", the smaller model saved
 with `save_pruned`) and fine-tune it briefly (stage "finetuned"). One ratio gives one
 architecture whatever the criterion, so all criteria are compared at equal parameters and
-MACs. Trials live in runs/filter_importance/<hash>/; finished ones are reused. Outputs:
+MACs. With --layers only the listed layers are pruned (Li et al.'s choice of the layers that
+are not sensitive); --sensitivity also prunes each layer alone, by l1 at 10%..90%, with no
+retraining, and reports each one's validation accuracy (sensitivity.md/.csv/.png). Trials
+live in runs/filter_importance/<hash>/; finished ones are reused. Outputs:
 results/filter_importance/<scale>/.
 """
 from __future__ import annotations
@@ -22,7 +26,10 @@ from experiments.common import Context, Experiment, each_seed, parse_floats, par
 from experiments.filter_importance.config import CRITERIA, FilterConfig, Trial, for_scale
 from lib.metrics import count_macs, count_params, latency_ms, size_bytes
 from lib.prune.structured import prune_structured
-from lib.prune.surgery import load_pruned, save_pruned
+from lib.prune.surgery import load_pruned, save_pruned, widths
+from lib.train import evaluate
+
+SENSITIVITY_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
 def flags(p: argparse.ArgumentParser) -> None:
@@ -30,12 +37,23 @@ def flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--criteria", default=None, help=f"comma-separated, from {', '.join(CRITERIA)}")
     p.add_argument("--ratios", default=None,
                    help="comma-separated fractions of filters removed from every layer, e.g. 0.3,0.6")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated prunable layers the ratios apply to (default: all), "
+                        "e.g. features.8,features.11; the others keep every filter")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also prune each layer alone by l1 at 10%%..90%% of its filters, no "
+                        "retraining, and write sensitivity.md/.csv/.png (Li et al.'s Fig. 2)")
 
 
 def configure(cfg: FilterConfig, a: argparse.Namespace) -> FilterConfig:
-    """`cfg` with --criteria / --ratios applied (ValueError naming the field on a bad value)."""
+    """`cfg` with --criteria / --ratios / --layers / --sensitivity applied (ValueError naming the
+    field on a bad value)."""
     if a.criteria is not None:
         cfg = replace(cfg, criteria=parse_list(a.criteria, CRITERIA, "criteria"))
+    if a.layers is not None:
+        cfg = replace(cfg, layers=tuple(n.strip() for n in a.layers.split(",") if n.strip()))
+    if a.sensitivity:
+        cfg = replace(cfg, sensitivity=True)
     return cfg if a.ratios is None else replace(cfg, ratios=parse_floats(a.ratios, "ratios"))
 
 
@@ -44,6 +62,22 @@ def describe(model, input_shape, batch) -> dict:
     cpu = model.cpu().eval()
     return {"params": count_params(cpu), "macs": count_macs(cpu, input_shape),
             "size_bytes": size_bytes(cpu), "latency_ms": latency_ms(cpu, batch)}
+
+
+def sensitivity(base, data) -> list[dict]:
+    """Li et al.'s sensitivity analysis: each prunable layer alone loses the lowest-L1 fraction r
+    of its filters (r = 0.1 ... 0.9), no retraining; one row per (layer, r), with the pruned
+    model's validation and test accuracy (the layers to prune are chosen on validation)."""
+    rows = []
+    for layer in widths(base):
+        for r in SENSITIVITY_RATIOS:
+            model, _ = prune_structured(base, "l1", {layer: r})
+            _, val_acc = evaluate(model, data.val_x, data.val_y)
+            _, test_acc = evaluate(model, data.test_x, data.test_y)
+            rows.append({"method": "l1", "stage": "sensitivity", "layer": layer, "prune_ratio": r,
+                         "val_acc": val_acc, "test_acc": test_acc,
+                         "params": count_params(model), "macs": count_macs(model.cpu(), data.input_shape)})
+    return rows
 
 
 def run_seed(ctx: Context, seed: int) -> list[dict]:
@@ -65,13 +99,13 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
     for ratio in cfg.ratios:
         for crit in cfg.criteria:
             common = dict(setup=setup, seed=seed, criterion=crit, prune_ratio=ratio,
-                          apoz_samples=cfg.apoz_samples if crit == "apoz" else 0)
+                          apoz_samples=cfg.apoz_samples if crit == "apoz" else 0, layers=cfg.layers)
             pruned_run = ctx.run(Trial(stage="pruned", **common))
             name = f"s{seed}-{crit}-r{ratio:g}"
             measured: dict = {}
 
             def surgery(crit=crit, ratio=ratio, pruned_run=pruned_run, measured=measured):
-                model, _ = prune_structured(base, crit, ratio, x=apoz_x, seed=seed)
+                model, _ = prune_structured(base, crit, cfg.layer_ratios(ratio), x=apoz_x, seed=seed)
                 measured.update(describe(model, data.input_shape, batch))
                 save_pruned(model, pruned_run.path("pruned.pt"))
                 return model.to(device)
@@ -93,6 +127,8 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
                          "val_acc": f["final_val_acc"]})
             print(f"{name:>22}: {r['params']} params, {r['macs']} MACs; test acc pruned "
                   f"{r['test_acc']:.4f}, fine-tuned {f['final_test_acc']:.4f}", flush=True)
+    if cfg.sensitivity:
+        rows += sensitivity(base, data)
     for row in rows:
         row["seed"] = seed
         row["params_reduction"] = 1 - row["params"] / dense["params"]

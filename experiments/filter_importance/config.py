@@ -59,6 +59,7 @@ class Trial:
     prune_ratio: float = 0.0
     apoz_samples: int = 0  # training images APoZ is measured on (apoz only)
     finetune: TrainConfig | None = None
+    layers: tuple[str, ...] = ()  # the prunable layers `prune_ratio` applies to (empty: every one)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,13 @@ class FilterConfig(common.Config):
     apoz_samples: int = 2000
     finetune: TrainConfig = field(default_factory=lambda: papers_finetune(epochs=2.0))
     latency_batch: int = 256
+    # Li et al.'s choice: prune only these layers (the others keep every filter); empty: all
+    layers: tuple[str, ...] = ()
+    sensitivity: bool = False  # also prune each layer alone (l1, no retraining): Li et al.'s Fig. 2
+
+    def layer_ratios(self, ratio: float) -> float | dict[str, float]:
+        """What `prune_structured` takes for `ratio`: one value, or one per listed layer."""
+        return {name: ratio for name in self.layers} if self.layers else ratio
 
     def validate(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> "FilterConfig":
         """One-line ValueError naming the first bad field; checks every ratio against every
@@ -83,10 +91,14 @@ class FilterConfig(common.Config):
             raise ValueError("ratios: empty, give at least one prune ratio in (0, 1)")
         require(self.apoz_samples >= 1, "apoz_samples", ">= 1", self.apoz_samples)
         layers = widths(models.build(self.setup.model, input_shape, 10))  # surgery support
+        unknown = [n for n in self.layers if n not in layers]
+        if unknown or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers: {', '.join(unknown) or 'a layer listed twice'}: give distinct "
+                             f"prunable layers of {self.setup.model}: {', '.join(layers)}")
         for r in self.ratios:
             if not 0 < r < 1:
                 raise ValueError(f"ratios: each must be in (0, 1), got {r}")
-            select_by_ratio({n: torch.zeros(w) for n, w in layers.items()}, r)  # empties a layer?
+            select_by_ratio({n: torch.zeros(w) for n, w in layers.items()}, self.layer_ratios(r))
         return self
 
 

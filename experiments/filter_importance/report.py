@@ -12,6 +12,7 @@ from experiments.filter_importance.claims import CLAIMS
 from experiments.provenance import footer_line
 from lib.report import (aggregate, footer, line_plot, markdown, mean_sd_table, recipe_text,
                         write_table, write_trials)
+from lib.runs import atomic_write_text
 
 
 def accuracy_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -38,15 +39,47 @@ def accuracy_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"prune_ratio": "ratio per layer", "method": "criterion"})
 
 
+def sensitivity_table(sens: pd.DataFrame) -> pd.DataFrame:
+    """One row per pruned fraction, one column per layer: validation accuracy (%) of the
+    baseline with that layer alone pruned by l1, mean ± sd over seeds."""
+    agg = aggregate(sens, ["layer", "prune_ratio"], ["val_acc"])
+    cells = mean_sd_table(agg, ["layer", "prune_ratio"], ["val_acc"], percent=["val_acc"])
+    table = cells.pivot(index="prune_ratio", columns="layer", values="val_acc")
+    table = table[list(dict.fromkeys(sens.layer))].reset_index()  # the layers in network order
+    return table.rename(columns={"prune_ratio": "fraction of the layer's filters removed"})
+
+
+def write_sensitivity(ctx: Context, sens: pd.DataFrame, dense: pd.DataFrame) -> None:
+    """sensitivity.csv (one row per seed, layer and fraction), sensitivity.md and .png."""
+    out = ctx.out
+    atomic_write_text(out / "sensitivity.csv", sens.to_csv(index=False))
+    dense_val = f"{100 * dense.val_acc.mean():.2f}"
+    atomic_write_text(out / "sensitivity.md", f"# Sensitivity of each layer to pruning: {ctx.cfg.setup.model} "
+                     f"({ctx.scale} scale)\n\nEach prunable layer alone loses the fraction of its "
+                     f"filters with the smallest L1 norm, with no retraining (Li et al. 2017, "
+                     f"Fig. 2b). Validation accuracy in %, mean ± sd over seeds; the baseline's: "
+                     f"{dense_val}. The layers to prune are chosen on validation, not test.\n\n"
+                f"{markdown(sensitivity_table(sens))}\n")
+    line_plot(sens, x="prune_ratio", y="val_acc", hue="layer", path=out / "sensitivity.png",
+              xlabel="fraction of the layer's filters removed (l1, no retraining)",
+              ylabel="validation accuracy", title="Sensitivity of each layer to pruning")
+
+
 def write_report(ctx: Context, rows: list[dict]) -> Path:
-    """trials.csv, table.md (criteria side by side at each ratio) and the two accuracy plots."""
+    """trials.csv, table.md (criteria side by side at each ratio) and the two accuracy plots;
+    with --sensitivity, the sensitivity table and plot."""
     cfg, out = ctx.cfg, ctx.out
-    trials = write_trials(rows, out, setup=cfg.setup)
+    sens = pd.DataFrame([r for r in rows if r["stage"] == "sensitivity"])
+    trials = write_trials([r for r in rows if r["stage"] != "sensitivity"], out, setup=cfg.setup)
+    if len(sens):
+        write_sensitivity(ctx, sens, trials[trials.stage == "baseline"])
 
     s = cfg.setup
+    which = (f"of the listed layers ({', '.join(cfg.layers)}; the others keep every filter)"
+             if cfg.layers else "of every prunable layer")
     header = (f"# Filter importance at equal MACs: {s.model} on {s.dataset} ({ctx.scale} scale)\n\n"
               f"Baseline: {recipe_text(s.train)}. Each criterion removes the same fraction "
-              f"(`ratio per layer`) of the filters of every prunable layer, lowest scores first, "
+              f"(`ratio per layer`) of the filters {which}, lowest scores first, "
               f"so every criterion gives the same architecture at a ratio (equal params and "
               f"MACs); the smaller model is built by surgery, evaluated right away (`pruned`), "
               f"then fine-tuned: {recipe_text(cfg.finetune)}. APoZ is measured on "

@@ -19,7 +19,9 @@ results/filter_importance/<scale>/.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 
 from experiments.common import Context, Experiment, each_seed, parse_floats, parse_list, lazy
@@ -27,6 +29,7 @@ from experiments.filter_importance.config import CRITERIA, FilterConfig, Trial, 
 from lib.metrics import count_macs, count_params, latency_ms, size_bytes
 from lib.prune.structured import prune_structured
 from lib.prune.surgery import load_pruned, save_pruned, widths
+from lib.runs import atomic_write_text
 from lib.train import evaluate
 
 SENSITIVITY_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -64,10 +67,15 @@ def describe(model, input_shape, batch) -> dict:
             "size_bytes": size_bytes(cpu), "latency_ms": latency_ms(cpu, batch)}
 
 
-def sensitivity(base, data) -> list[dict]:
+def sensitivity(base, data, path: Path) -> list[dict]:
     """Li et al.'s sensitivity analysis: each prunable layer alone loses the lowest-L1 fraction r
     of its filters (r = 0.1 ... 0.9), no retraining; one row per (layer, r), with the pruned
-    model's validation and test accuracy (the layers to prune are chosen on validation)."""
+    model's validation and test accuracy (the layers to prune are chosen on validation). Kept
+    at `path` in the baseline's run folder, so a rerun reads it instead of pruning again."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not there yet, or unreadable: compute it (again)
+        pass
     rows = []
     for layer in widths(base):
         for r in SENSITIVITY_RATIOS:
@@ -77,6 +85,7 @@ def sensitivity(base, data) -> list[dict]:
             rows.append({"method": "l1", "stage": "sensitivity", "layer": layer, "prune_ratio": r,
                          "val_acc": val_acc, "test_acc": test_acc,
                          "params": count_params(model), "macs": count_macs(model.cpu(), data.input_shape)})
+    atomic_write_text(path, json.dumps(rows))
     return rows
 
 
@@ -128,7 +137,7 @@ def run_seed(ctx: Context, seed: int) -> list[dict]:
             print(f"{name:>22}: {r['params']} params, {r['macs']} MACs; test acc pruned "
                   f"{r['test_acc']:.4f}, fine-tuned {f['final_test_acc']:.4f}", flush=True)
     if cfg.sensitivity:
-        rows += sensitivity(base, data)
+        rows += sensitivity(base, data, base_run.path("sensitivity.json"))
     for row in rows:
         row["seed"] = seed
         row["params_reduction"] = 1 - row["params"] / dense["params"]

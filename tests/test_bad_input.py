@@ -38,6 +38,7 @@ BAD_INPUT = {
         (("--ratios", "0"), "ratios: each must be in (0, 1), got 0.0"),
         (("--layers", "features.8,features.99"), "layers: features.99: give distinct prunable layers"),
         (("--layers", "features.8,features.8"), "layers: a layer listed twice"),
+        (("--layers", " , "), "layers: empty list; name prunable layers"),
         (("--ratios", "half"), "ratios: expected comma-separated numbers, got 'half'"),
         (("--model", "conv2"), "surgery: unsupported model type 'ConvNet'"),
         (("--model", "nope"), "model: unknown 'nope'"),
@@ -116,6 +117,10 @@ BAD_INPUT = {
         (("--conv-model", "lenet_300_100"), "conv_model: must be a model other than --model"),
         (("--conv-model", "resnet8"), "model resnet8: fold_bn: bn1 (BatchNorm2d) does not follow"),
         (("--model", "resnet8", "--conv-model", "none"), "model resnet8: fold_bn: bn1"),
+        (("--qat-bits", "w4"), "qat_bits: expected WkAk pairs like w8a8,w4a8 or none, got 'w4'"),
+        (("--qat-bits", "w4a8,"), "qat_bits: expected WkAk pairs"),
+        (("--qat-bits", "w1a8"), "qat_bits: must be (weight, activation) bit pairs, each in"),
+        (("--qat-bits", "w4a8,W4A8"), "qat_bits: a pair is repeated"),
     ],
     "rethinking_pruning": [
         (("--model", "nope"), "model: unknown 'nope'"),

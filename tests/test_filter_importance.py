@@ -142,6 +142,22 @@ def test_listed_layers_alone_are_pruned_and_sensitivity_agrees(smoke, tmp_path):
         in (out / "sensitivity.md").read_text()
     assert (out / "sensitivity.png").stat().st_size > 10_000
 
+    # a rerun reads each baseline's sensitivity.json back instead of pruning again: a value
+    # planted in seed 0's record reaches the table, and a damaged record is recomputed
+    import json
+    runs = base / "runs" / "smoke" / "filter_importance"
+    cache = [runs / r / "sensitivity.json" for r in dense.sort_index()]
+    planted = json.loads(cache[0].read_text())
+    planted[0]["test_acc"] = 0.123456
+    cache[0].write_text(json.dumps(planted))
+    cache[1].write_text("{not json")
+    run_experiment("filter_importance", "--scale", "smoke", "--criteria", "l1,random", "--ratios", "0.5",
+                   "--layers", "features.8", "--sensitivity", "--out", str(out), base=base, wandb=False)
+    again = pd.read_csv(out / "sensitivity.csv")
+    assert (again.test_acc == 0.123456).sum() == 1
+    assert len(json.loads(cache[1].read_text())) == len(sens[sens.seed == 1])  # rewritten
+    assert again[again.seed == 1].test_acc.tolist() == sens[sens.seed == 1].test_acc.tolist()
+
 
 @pytest.mark.smoke
 def test_rerun_reuses_finished_trials(smoke):

@@ -101,6 +101,26 @@ def test_rerun_reuses_finished_trials(smoke):
 
 
 @pytest.mark.smoke
+def test_qat_bits_chooses_the_qat_arms_and_none_skips_them(smoke, tmp_path):
+    """--qat-bits w4a8 keeps that QAT arm and its control; none keeps PTQ alone and leaves the
+    QAT claims untested. Both reuse the finished trials (nothing trained)."""
+    from experiments.claims import evaluate
+    from experiments.quantization.claims import CLAIMS
+
+    base, _, trials = smoke
+    for arg, qat in (("w4a8", {(4, 8)}), ("none", set())):
+        out = tmp_path / arg
+        assert_reused("quantization", base, "--qat-bits", arg, "--out", str(out))
+        t = pd.read_csv(out / "trials.csv")
+        assert set(zip(t[t.method == "qat"].bits, t[t.method == "qat"].act_bits)) == qat
+        assert (t.method == "float_ft").sum() == (2 * 2 if qat else 0)  # 2 models x 2 seeds
+        assert len(t[t.method == "ptq"]) == len(trials[trials.method == "ptq"])
+    v = dict(zip(*evaluate(CLAIMS, t)[["id", "verdict"]].T.values))
+    assert v["qat8_within_1pct"] == v["four_bit_weights_need_qat"] == "not tested at this scale"
+    assert v["per_channel_beats_per_tensor"] != "not tested at this scale"
+
+
+@pytest.mark.smoke
 def test_notebook_runs_on_smoke_results(smoke, monkeypatch):
     from notebooks import smoke_output_text
 

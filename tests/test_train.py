@@ -311,3 +311,28 @@ def test_budget_reaches_every_training_stage():
     assert all(after[k] == replace(before[k], budget=0.25) for k in before)
     assert replace(cut, **{f.name: getattr(cfg, f.name) for f in fields(cfg)
                            if f.name in ("setup", "teacher", "finetune", "qat")}) == cfg
+
+
+def test_evaluation_in_chunks_equals_one_forward():
+    """`evaluate` in its CPU chunks of 128 rows (300 rows: two full chunks and a remainder)
+    gives one forward's loss and accuracy, on a conv net with BatchNorm in eval mode; so does
+    the packed evaluation, trial by trial."""
+    from lib.pack import PackedNet
+    from lib.packed_train import evaluate_packed
+    from lib.train import eval_chunk, evaluate
+
+    torch.manual_seed(0)
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    nets = [models.build("vgg_narrow", (1, 28, 28), 10) for _ in range(2)]
+    for net in nets:  # non-trivial BN statistics, so eval mode matters
+        net.train()
+        net(torch.randn(64, 1, 28, 28) * 3 + 1)
+    assert eval_chunk(x) == 128 < len(x)
+    whole = [evaluate(net, x, y, chunk=len(x)) for net in nets]
+    for net, (loss, acc) in zip(nets, whole):
+        got = evaluate(net, x, y)
+        assert got[0] == pytest.approx(loss, rel=1e-5) and got[1] == acc
+        assert net.training  # evaluate restores the mode it found
+    losses, accs = evaluate_packed(PackedNet(nets), x, y)
+    assert losses == pytest.approx([w[0] for w in whole], rel=1e-5)
+    assert accs == [w[1] for w in whole]

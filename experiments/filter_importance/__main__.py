@@ -54,7 +54,11 @@ def configure(cfg: FilterConfig, a: argparse.Namespace) -> FilterConfig:
     if a.criteria is not None:
         cfg = replace(cfg, criteria=parse_list(a.criteria, CRITERIA, "criteria"))
     if a.layers is not None:
-        cfg = replace(cfg, layers=tuple(n.strip() for n in a.layers.split(",") if n.strip()))
+        layers = tuple(n.strip() for n in a.layers.split(",") if n.strip())
+        if not layers:  # the empty default means every layer; an empty flag is a mistake
+            raise ValueError("layers: empty list; name prunable layers (e.g. features.8) or "
+                             "leave --layers out to prune every layer")
+        cfg = replace(cfg, layers=layers)
     if a.sensitivity:
         cfg = replace(cfg, sensitivity=True)
     return cfg if a.ratios is None else replace(cfg, ratios=parse_floats(a.ratios, "ratios"))

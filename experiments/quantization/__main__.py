@@ -1,7 +1,7 @@
 """Post-training quantization, quantization-aware training, int8 execution and precision.
 
     python -m experiments.quantization --scale smoke|default|paper [--seeds N]
-        [--model lenet_300_100] [--conv-model mobilenet_tiny|none]
+        [--model lenet_300_100] [--conv-model mobilenet_tiny|none] [--qat-bits w8a8,w4a8|none]
 
 For each model (--model: the MLP, MobileNet-v2 at paper scale; then the conv net with BatchNorm
 of --conv-model) and seed:
@@ -10,7 +10,8 @@ its convs, as deployed int8 models do (the function is unchanged); then, from th
 - PTQ (no training): k-bit fake quantization of the weights (per tensor / per channel), alone
   or with the activations (per tensor, range calibrated by minmax / percentile / mse on
   training images): WkAk, and WkA8 for 4 bits and below;
-- QAT: per-channel weights + activations at W8A8, W4A8 and W4A4, calibrated then fine-tuned;
+- QAT: per-channel weights + activations at W8A8, W4A8 and W4A4 (--qat-bits), calibrated then
+  fine-tuned;
 - float_ft: the control of QAT, the same fine-tuning without fake quantization (QAT's extra
   epochs alone, so "QAT beats float" cannot come from them);
 - int8: real int8 execution through torch.ao (x86): accuracy, on-disk size, CPU latency;
@@ -42,6 +43,10 @@ def flags(p) -> None:
     p.add_argument("--conv-model", default=None,
                    help="the conv net with BatchNorm quantized beside --model (default "
                         "mobilenet_tiny, mobilenet at paper scale; BN is folded first), or none")
+    p.add_argument("--qat-bits", default=None, metavar="WkAk,...",
+                   help="the QAT arms, as weight and activation bits: e.g. w8a8,w4a8 (the "
+                        "scale's default: w8a8,w4a8,w4a4), or none: post-training quantization "
+                        "only (QAT's float control, float_ft, is then skipped too)")
 
 
 def configure(cfg, a):
@@ -55,9 +60,28 @@ def configure(cfg, a):
         cfg = replace(cfg, conv=replace(cfg.conv, model=a.conv_model))
     if cfg.conv is not None:
         cfg = replace(cfg, conv=replace(cfg.conv, **cfg.setup.data_fields()))
+    if a.qat_bits is not None:
+        cfg = replace(cfg, qat_bits=parse_qat_bits(a.qat_bits))
     for setup, _ in cfg.models():
         check_quantizable(setup)
     return cfg
+
+
+def parse_qat_bits(text: str) -> tuple[tuple[int, int], ...]:
+    """'w8a8,w4a8' -> ((8, 8), (4, 8)); 'none' -> (). One-line error naming qat_bits otherwise
+    (the widths themselves are checked by QuantConfig.validate)."""
+    if text.strip().lower() == "none":
+        return ()
+    pairs = []
+    for item in (s.strip().lower() for s in text.split(",")):
+        w, sep, act = item.removeprefix("w").partition("a")
+        if not (item.startswith("w") and sep and w.isdigit() and act.isdigit()):
+            raise ValueError(f"qat_bits: expected WkAk pairs like w8a8,w4a8 or none, got "
+                             f"'{item or text}'")
+        pairs.append((int(w), int(act)))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"qat_bits: a pair is repeated in '{text}'")
+    return tuple(pairs)
 
 
 def check_quantizable(setup) -> None:
@@ -126,11 +150,14 @@ def run_model(ctx: Context, setup, finetune: TrainConfig, seed: int) -> list[dic
         evaluate(trial("ptq", bits, act_bits, gran, calib), build,
                  size_bytes=est_size_bytes(deployed, bits))
 
-    # ---- QAT and its control: the same fine-tuning with and without fake quantization
-    control = trial("float_ft", finetune=finetune)
-    add(control, ctx.train(ctx.run(control), stage="train", name=f"{tag}-float_ft", seed=seed,
-                           train_cfg=finetune, build=lambda: copy.deepcopy(deployed).train()),
-        trained=True, bits=32, size_bytes=est_size_bytes(deployed, 32))
+    # ---- QAT and its control: the same fine-tuning with and without fake quantization (no
+    # control without a QAT arm: --qat-bits none)
+    if cfg.qat_bits:
+        control = trial("float_ft", finetune=finetune)
+        add(control, ctx.train(ctx.run(control), stage="train", name=f"{tag}-float_ft",
+                               seed=seed, train_cfg=finetune,
+                               build=lambda: copy.deepcopy(deployed).train()),
+            trained=True, bits=32, size_bytes=est_size_bytes(deployed, 32))
     for bits, act_bits in cfg.qat_bits:
         t = trial("qat", bits, act_bits, "per_channel", "minmax", finetune=finetune)
         r = ctx.train(ctx.run(t), stage="quantize", name=f"{tag}-qat-w{bits}a{act_bits}",

@@ -62,7 +62,8 @@ class QuantConfig(common.Config):
     bits: tuple[int, ...] = (8, 4, 3, 2)  # PTQ weight bits (and activation bits for WkAk)
     act8_bits: tuple[int, ...] = (4, 3, 2)  # PTQ weight bits also run with 8-bit activations
     calibrations: tuple[str, ...] = ("minmax", "percentile", "mse")
-    qat_bits: tuple[tuple[int, int], ...] = ((8, 8), (4, 8), (4, 4))  # (weight, activation)
+    # (weight, activation) bits of the QAT arms; () = post-training only (--qat-bits none)
+    qat_bits: tuple[tuple[int, int], ...] = ((8, 8), (4, 8), (4, 4))
     frac_bits: tuple[int, ...] = (12, 8, 6, 4, 3, 2)
     floats: tuple[str, ...] = ("float16", "bfloat16")
     calib_size: int = 2000  # training images for activation ranges and int8 calibration
@@ -80,8 +81,11 @@ class QuantConfig(common.Config):
                     f"a model other than --model ({self.setup.model})", self.conv.model)
         for c in self.calibrations:
             check_calibration_name(c)
-        for b in (*self.bits, *self.act8_bits, *(x for pair in self.qat_bits for x in pair)):
+        for b in (*self.bits, *self.act8_bits):
             require(2 <= b <= 16, "bits", "in [2, 16]", b)
+        for pair in self.qat_bits:
+            require(len(pair) == 2 and all(2 <= b <= 16 for b in pair), "qat_bits",
+                    "(weight, activation) bit pairs, each in [2, 16]", pair)
         require(self.calib_size >= 1, "calib_size", ">= 1", self.calib_size)
         return self
 

@@ -218,7 +218,6 @@ def first_non_finite(losses: Sequence[Tensor]) -> list[int | None]:
     return [None if i < 0 else i for i in first]
 
 
-@torch.no_grad()
 def eval_chunk(x: Tensor) -> int:
     """Rows per forward in evaluation: 128 on a CPU, where a conv net's forward over 10,000
     images at once runs 3-7x slower than in chunks of 128 that stay in cache (vgg_narrow,
@@ -227,6 +226,7 @@ def eval_chunk(x: Tensor) -> int:
     return 128 if x.device.type == "cpu" else 10_000
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode, `chunk` rows per
     forward (default: `eval_chunk`)."""

@@ -336,8 +336,7 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
     flops = 3 * count_flops(lenet, full.input_shape)  # forward + backward (2x forward)
     k16 = next(r for r in out["packed"] if r["name"] == "K = 16")["median"]
     one = next(r for r in out["packed"] if r["name"] == WIDE)["median"]
-    # the best fp32 row (older runs measured the 1024² square alone)
-    peak = max(r["median"] for r in out["matmul"] if r["name"].startswith("fp32"))
+    peak = next(r for r in out["matmul"] if r["name"] == PEAK_ROW)["median"]
     memory = {r["name"]: r["median"] for r in out["memory"]}
     weights = 16 * sum(p.numel() for p in lenet.parameters())
     out["k16_peak"] = dict(flops_per_image=flops, fraction=k16 * flops / 1e9 / peak,

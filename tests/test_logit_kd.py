@@ -28,7 +28,7 @@ from lib import models
 from lib.runs import config_hash
 from lib.train import TrainConfig, evaluate, train
 
-COLUMNS = ["method", "teacher", "student", "seed", "test_acc", "generation", "val_acc", "peer"]
+COLUMNS = ["method", "teacher", "student", "seed", "test_acc", "generation", "val_acc", "peer", "train_acc"]
 
 
 # ---- units ------------------------------------------------------------------------------------
@@ -297,8 +297,8 @@ def test_columns_methods_and_table(smoke):
     trained = len(set(trials.run))  # every trial of the table, the shared teacher included
     table = assert_report(out, "logit_kd", trained,
                           "accuracy_per_method.png", "accuracy_per_generation.png")
-    assert ("| method | teacher | student | generation | test acc % | Δ vs alone (pts) "
-            "| w·term / CE, start → end | n |") in table
+    assert ("| method | teacher | student | generation | test acc % | train acc % "
+            "| Δ vs alone (pts) | w·term / CE, start → end | n |") in table
     assert "| teacher |  | resnet8 | 0 |" in table and "| student |  | lenet_300_100 | 0 |" in table
     assert "lowest validation loss" in table
 
@@ -387,6 +387,27 @@ def test_reported_accuracy_is_the_saved_selected_weights(smoke):
     for r in trials[trials.method == "dml"].itertuples():  # peer 0 is the loop's own columns
         prefix = f"peer{r.peer}_" if r.peer else ""
         check(r, f"best_peer{r.peer}.pt", f"{prefix}val_loss", f"{prefix}test_acc")
+
+
+@pytest.mark.smoke
+def test_train_acc_is_the_selected_weights_on_the_training_set(smoke):
+    """`train_acc` (how much of its training set a network fits, what a chain hands down) is
+    the saved selected weights' accuracy on the training set, recomputed here sample by sample;
+    the table's column is its mean per row; the ensemble and the DML peers carry none."""
+    base, out, trials = smoke
+    data = datasets.load("fashion_mnist", **SMOKE_DATA)
+    for r in trials[(trials.seed == 1) & trials.method.isin(["student", "kd", "ban", "lr"])].itertuples():
+        net = models.build(r.student, data.input_shape, data.num_classes).eval()
+        net.load_state_dict(torch.load(run_dir(base, r.run) / "best.pt", weights_only=True))
+        with torch.no_grad():
+            hits = sum(int(net(x[None]).argmax() == y) for x, y in zip(data.train_x, data.train_y))
+        assert r.train_acc == pytest.approx(hits / len(data.train_y), abs=1e-6)
+    assert trials.loc[trials.method.isin(["ban_ensemble", "dml"]), "train_acc"].isna().all()
+    assert 0.1 < trials.loc[trials.method == "teacher", "train_acc"].item() <= 1.0
+    student = trials[(trials.method == "student") & (trials.student == "lenet_300_100")]
+    row = next(x for x in (out / "table.md").read_text().splitlines()
+               if x.startswith("| student |  | lenet_300_100 |"))
+    assert f"| {100 * student.train_acc.mean():.2f} |" in row
 
 
 @pytest.mark.smoke

@@ -336,3 +336,22 @@ def test_evaluation_in_chunks_equals_one_forward():
     losses, accs = evaluate_packed(PackedNet(nets), x, y)
     assert losses == pytest.approx([w[0] for w in whole], rel=1e-5)
     assert accs == [w[1] for w in whole]
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """`evaluate` and `evaluate_packed` run their forwards with gradients off (a forward hook
+    records the grad mode of every call), and leave the caller's grad mode as they found it."""
+    from lib.pack import PackedNet
+    from lib.packed_train import evaluate_packed
+    from lib.train import evaluate
+
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    nets = [models.build("lenet_300_100", (1, 28, 28), 10) for _ in range(2)]
+    packed = PackedNet(nets)
+    seen: list[bool] = []
+    for m in (*nets, packed):
+        m.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    evaluate(nets[0], x, y)
+    evaluate_packed(packed, x, y)
+    assert len(seen) >= 6 and not any(seen)  # 3 chunks each, at least
+    assert torch.is_grad_enabled()

@@ -108,6 +108,7 @@ def run(ctx: Context) -> list[dict]:
     teacher_row = {"method": "teacher", "teacher": "", "student": spec.model, "seed": spec.seed,
                    "generation": 0, "peer": 0, "test_acc": res["final_test_acc"],
                    "val_acc": res["final_val_acc"], "best_val_test_acc": res["test_acc"],
+                   "train_acc": teach.train_acc(ctx.data),
                    "train_wall_s": res["train_wall_s"], "run": teach.hash,
                    "selected_last": res.get("selected_last")}
     return [teacher_row, *(row for seed in range(ctx.cfg.seeds) for row in run_seed(ctx, seed, teach))]

@@ -67,6 +67,17 @@ def balance(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
     return out
 
 
+def fit(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
+    """Per table row: the mean over its trials of `train_acc` (the selected weights' accuracy on
+    the training set), in %; blank where none was logged (the ensemble, the stop-rule row, DML,
+    and trials trained before the lab logged it)."""
+    out = []
+    for _, key in table_rows.iterrows():
+        acc = matching(trials, key).get("train_acc", pd.Series(dtype=float)).dropna()
+        out.append(f"{100 * acc.mean():.2f}" if len(acc) else "")
+    return out
+
+
 def write_report(ctx: Context, rows: list[dict]) -> Path:
     cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
     trials = write_trials(rows, out, setup=cfg.setup)
@@ -82,6 +93,8 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
                               c.name == "method" else c, kind="stable").reset_index(drop=True)
     table.insert(5, "Δ vs alone (pts)", paired_delta(full, table))
     table.insert(6, "w·term / CE, start → end", balance(full, table))
+    if "train_acc" in trials and trials.train_acc.notna().any():
+        table.insert(5, "train acc %", fit(full, table))
     table = table.rename(columns={"test_acc": "test acc %"})
 
     s, t = cfg.setup, cfg.teacher
@@ -102,7 +115,11 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"student alone. w·term / CE: the weighted distillation term (α·T²·KL; DML: the "
         f"peers' mimicry KL) over the unweighted label cross-entropy, means over the first and the last "
         f"evaluation interval, averaged over the row's trials (trials.csv: `ratio_<term>_start`, "
-        f"`_end`); none for Label Refinery, which has no label term. Mean ± sd over seeds.\n\n")
+        f"`_end`); none for Label Refinery, which has no label term. Mean ± sd over seeds."
+        + (" train acc %: the selected weights' accuracy on the training set (unaugmented), "
+           "mean over the row's trials: how much of its training set a network fits, and so "
+           "how many of the soft targets it hands down name another class than the label."
+           if "train_acc" in trials and trials.train_acc.notna().any() else "") + "\n\n")
     teacher_s = trials.loc[trials.method == "teacher", "train_wall_s"].sum()
     note = (f" (of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
             f"feature_kd and rkd)")

@@ -8,9 +8,13 @@ batch when the recipe augments. The loop keeps the weights of the best validatio
 (`keep_best`); they are saved as best.pt and are what a chain hands down, and the trial's
 `test_acc` is measured at that evaluation. The hook logs the soft term's mean per evaluation
 interval (`loss_kd`, `loss_soft_ce`), from which the trial's result gets `ratio_kd_start` /
-`_end` (`term_ratios`: α·term / CE; none for Label Refinery, which has no label term).
+`_end` (`term_ratios`: α·term / CE; none for Label Refinery, which has no label term), and
+`train_acc`, the selected weights' accuracy on the (unaugmented) training set: how much of its
+training set a network fits, and so how many wrong soft targets it hands down in a chain.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +26,7 @@ from lib import models
 from lib.data import Splits
 from lib.distill import KD, Distill, SoftCE, Term, teacher_outputs, term_ratios, weighted_ce
 from lib.runs import atomic_torch_save
+from lib.train import evaluate
 
 
 class Ensemble(nn.Module):
@@ -47,9 +52,17 @@ class Source:
         """The hook adding `term` between `student` and this network."""
         if augment:  # the images differ per epoch: no table, the source runs on every batch
             return Distill(student, self.net, [term])
+        return Distill(student, self.net, [term], tables=self.tables(data))
+
+    def tables(self, data: Splits) -> dict[str, Tensor]:
+        """{"logits": (N_train, K)}: this network on the training set, computed once."""
         if self._tables is None:
-            self._tables = teacher_outputs(self.net, data.train_x)  # {"logits": (N_train, K)}, once
-        return Distill(student, self.net, [term], tables=self._tables)
+            self._tables = teacher_outputs(self.net, data.train_x)
+        return self._tables
+
+    def train_acc(self, data: Splits) -> float:
+        """This network's accuracy on the training set (its logits table's argmax)."""
+        return (self.tables(data)["logits"].argmax(1) == data.train_y).float().mean().item()
 
 
 def load(ctx: Context, trial: Trial, label: str) -> Source:
@@ -76,9 +89,12 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
 
     def after(model: nn.Module, res) -> dict:
         atomic_torch_save(res.best_state, run.path("best.pt"))
+        selected = copy.deepcopy(model)  # no init drawn: the RNG is left as training left it
+        selected.load_state_dict(res.best_state)
+        fit = {"train_acc": evaluate(selected, ctx.data.train_x, ctx.data.train_y)[1]}
         # ratio_<term>_start/_end: α·term / CE; none without a teacher or a label term (lr)
-        return {} if term is None else term_ratios(res.history, {term.name: term.weight},
-                                                   1.0 - trial.alpha)
+        return fit if term is None else {**fit, **term_ratios(res.history, {term.name: term.weight},
+                                                              1.0 - trial.alpha)}
 
     res = ctx.train(run, stage="distill" if source else "train", name=name, seed=trial.seed,
                     train_cfg=setup.train, build=lambda: ctx.build(model_name, trial.seed),
@@ -95,6 +111,7 @@ def row(ctx: Context, trial: Trial, res: dict, name: str, teacher: str, peer: in
             "student": trial.model or ctx.cfg.setup.model, "seed": trial.seed,
             "generation": trial.generation, "peer": peer, "T": trial.T, "alpha": trial.alpha,
             "test_acc": res["test_acc"], "val_acc": res["val_acc"],
+            "train_acc": res.get("train_acc"),  # absent from trials trained before it was logged
             "final_test_acc": res["final_test_acc"], "early_stop_iter": res["early_stop_iter"],
             "selected_last": res.get("selected_last"),
             "train_wall_s": res["train_wall_s"], "run": res.get("run", ""),

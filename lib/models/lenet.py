@@ -47,6 +47,13 @@ def mlp_800(input_shape, num_classes, hidden: tuple[int, ...] = (800, 800), **kw
     return MLP(input_shape, num_classes, hidden=tuple(hidden))
 
 
+@register("mlp_4")
+def mlp_4(input_shape, num_classes, hidden: tuple[int, ...] = (4,), **kw) -> nn.Module:
+    """One hidden layer of 4 units (~3.2k parameters on 28x28): a student far below the
+    teacher, for TA-KD across a larger gap than mlp_16's."""
+    return MLP(input_shape, num_classes, hidden=tuple(hidden))
+
+
 @register("mlp_16")
 def mlp_16(input_shape, num_classes, hidden: tuple[int, ...] = (16,), **kw) -> nn.Module:
     """One hidden layer of 16 units (~12.7k parameters on 28x28): logit_kd's small TA-KD student."""

@@ -52,6 +52,10 @@ BAD_INPUT = {
         (("--ta-student", "nope"), "model: unknown 'nope'"),
         (("--ta-student", "lenet_300_100"), "ta_student: must differ from the assistant"),
         (("--seeds", "0"), "seeds: must be >= 1"),
+        (("--set", "select=last"), "select: unknown 'last', choose from best, final"),
+        (("--scale", "default", "--methods", "ban", "--set", "select=final"),
+         "select: 'final' means the end of the schedule; set train.patience=0 (got 5"),
+        (("--set", "select=final"), "select: 'final' is not implemented for dml"),
     ],
     "lottery_ablation": [
         (("--criteria", "large_final,biggest"), "error: criteria: unknown 'biggest', choose from"),

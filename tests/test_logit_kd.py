@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import ROOT, assert_report, assert_reused, smoke_fixture
+from cli import ROOT, assert_report, assert_reused, run_experiment, smoke_fixture
 from conftest import tiny_splits
 from experiments.common import SMOKE_DATA
 from experiments.claims import NOT, PARTLY, REPRODUCED, UNTESTED, VERDICTS
@@ -408,6 +408,30 @@ def test_train_acc_is_the_selected_weights_on_the_training_set(smoke):
     row = next(x for x in (out / "table.md").read_text().splitlines()
                if x.startswith("| student |  | lenet_300_100 |"))
     assert f"| {100 * student.train_acc.mean():.2f} |" in row
+
+
+@pytest.mark.smoke
+def test_select_final_reports_and_hands_down_the_final_weights(smoke, tmp_path):
+    """With `select=final` every trained trial reports the accuracy of its last evaluation and
+    saves those weights (best.pt) for the next generation; the trials are new ones (select is
+    part of the setup's hash) and the shared teacher is reused."""
+    base, _, default = smoke
+    out = tmp_path / "final"
+    run_experiment("logit_kd", "--scale", "smoke", "--methods", "ban,lr", "--set", "select=final",
+                   "--out", str(out), base=base)
+    trials = pd.read_csv(out / "trials.csv")
+    assert "the test accuracy of the final weights" in (out / "table.md").read_text()
+    assert trials[trials.method == "teacher"].run.item() in set(default.run)
+    data = datasets.load("fashion_mnist", **SMOKE_DATA)
+    for r in trials[trials.method.isin(["student", "ban", "lr"])].itertuples():
+        assert r.run not in set(default.run)
+        last = pd.read_csv(run_dir(base, r.run) / "metrics.csv").iloc[-1]
+        assert (r.test_acc, r.val_acc) == (last.test_acc, last.val_acc)
+        net = models.build(r.student, data.input_shape, data.num_classes)
+        net.load_state_dict(torch.load(run_dir(base, r.run) / "best.pt", weights_only=True))
+        assert evaluate(net, data.test_x, data.test_y)[1] == pytest.approx(r.test_acc, abs=1e-9)
+    by = {(r.method, r.generation, r.seed): r.run for r in trials.itertuples()}
+    assert run_config(base, by["ban", 1, 0])["parent"] == by["student", 0, 0]
 
 
 @pytest.mark.smoke

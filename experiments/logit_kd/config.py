@@ -19,6 +19,7 @@ from lib.train import TrainConfig
 # student alone (= Born-Again / Label Refinery generation 0) is always trained: every other
 # method is compared with it
 METHODS = ("kd", "dml", "ban", "lr", "ta")
+SELECT = ("best", "final")
 
 
 # SGD + momentum + weight decay, cosine, as the shared teacher but at lr 0.05 (the teacher's 0.1
@@ -39,6 +40,19 @@ class Setup(common.Setup):
     # not improved for 5 evaluations (one per epoch), so no trial is selected while still
     # learning (README: a 30-epoch curve of the student alone has its minimum at 80% of training)
     train: TrainConfig = recipe(**STUDENT, epochs=20.0, patience=5)
+    # which weights a trial reports and hands down a chain: "best", those of its lowest
+    # validation loss (the lab's rule); "final", those at the end of its schedule (with
+    # train.patience 0: no early stop), as papers that train a fixed schedule report them
+    select: str = "best"
+
+    def validate(self) -> "Setup":
+        super().validate()
+        if self.select not in SELECT:
+            raise ValueError(f"select: unknown '{self.select}', choose from {', '.join(SELECT)}")
+        if self.select == "final" and self.train.patience:
+            raise ValueError(f"select: 'final' means the end of the schedule; set train.patience=0 "
+                             f"(got {self.train.patience}, which stops training early)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,9 @@ class LogitKDConfig(common.Config):
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods: unknown '{m}', choose from {', '.join(METHODS)}")
+        if self.setup.select == "final" and "dml" in self.methods:
+            raise ValueError("select: 'final' is not implemented for dml (its peers keep their "
+                             "best weights); drop dml from --methods")
         if self.assistant:
             models.check_model_name(self.assistant)
         if "ta" in self.methods:

@@ -78,6 +78,16 @@ def fit(trials: pd.DataFrame, table_rows: pd.DataFrame) -> list[str]:
     return out
 
 
+def selection(setup) -> str:
+    """The header's sentence on which weights a trial reports and hands down."""
+    if setup.select == "final":
+        return ("**Selection: each accuracy is the test accuracy of the final weights, at the end "
+                "of the schedule (no early stop, no selection on validation); those weights are "
+                "what a chain passes on.**")
+    return ("**Selection: each accuracy is the test accuracy at the evaluation with the lowest "
+            "validation loss (never selected on test); those weights are what a chain passes on.**")
+
+
 def write_report(ctx: Context, rows: list[dict]) -> Path:
     cfg, scale, out = ctx.cfg, ctx.scale, ctx.out
     trials = write_trials(rows, out, setup=cfg.setup)
@@ -109,9 +119,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"and lr is the student alone. lr_stop_rule: per seed, the last refinement that "
         f"improved validation accuracy (at most {cfg.refinery_max}). TA-KD: the smaller "
         f"{cfg.ta_student} alone (student), by KD from the teacher (kd) and through the assistant "
-        f"({cfg.assistant or s.model}, its kd trial; ta_kd generation 2). **Selection: each accuracy is "
-        f"the test accuracy at the evaluation with the lowest validation loss (never selected "
-        f"on test); those weights are what a chain passes on.** Δ: paired by seed against the "
+        f"({cfg.assistant or s.model}, its kd trial; ta_kd generation 2). {selection(s)} Δ: paired by seed against the "
         f"student alone. w·term / CE: the weighted distillation term (α·T²·KL; DML: the "
         f"peers' mimicry KL) over the unweighted label cross-entropy, means over the first and the last "
         f"evaluation interval, averaged over the row's trials (trials.csv: `ratio_<term>_start`, "

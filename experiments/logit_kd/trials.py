@@ -6,7 +6,8 @@ term is the loop's criterion, the soft term one `lib.distill.Distill` hook whose
 the source's logits on the training set, computed once and looked up per batch, or computed per
 batch when the recipe augments. The loop keeps the weights of the best validation evaluation
 (`keep_best`); they are saved as best.pt and are what a chain hands down, and the trial's
-`test_acc` is measured at that evaluation. The hook logs the soft term's mean per evaluation
+`test_acc` is measured at that evaluation (with `setup.select = "final"`: the final weights and
+their accuracy instead, as papers that train a fixed schedule report them). The hook logs the soft term's mean per evaluation
 interval (`loss_kd`, `loss_soft_ce`), from which the trial's result gets `ratio_kd_start` /
 `_end` (`term_ratios`: α·term / CE; none for Label Refinery, which has no label term), and
 `train_acc`, the selected weights' accuracy on the (unaugmented) training set: how much of its
@@ -87,10 +88,13 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
     def hooks_for(model: nn.Module) -> list[Distill]:  # only called when the trial trains
         return [] if term is None else [source.distill(model, ctx.data, term, setup.train.augment)]
 
+    best = setup.select == "best"
+
     def after(model: nn.Module, res) -> dict:
-        atomic_torch_save(res.best_state, run.path("best.pt"))
+        handed_down = res.best_state if best else model.state_dict()
+        atomic_torch_save(handed_down, run.path("best.pt"))  # what the chain hands down
         selected = copy.deepcopy(model)  # no init drawn: the RNG is left as training left it
-        selected.load_state_dict(res.best_state)
+        selected.load_state_dict(handed_down)
         fit = {"train_acc": evaluate(selected, ctx.data.train_x, ctx.data.train_y)[1]}
         # ratio_<term>_start/_end: α·term / CE; none without a teacher or a label term (lr)
         return fit if term is None else {**fit, **term_ratios(res.history, {term.name: term.weight},
@@ -98,19 +102,23 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
 
     res = ctx.train(run, stage="distill" if source else "train", name=name, seed=trial.seed,
                     train_cfg=setup.train, build=lambda: ctx.build(model_name, trial.seed),
-                    hooks_for=hooks_for, keep_best=True,
+                    hooks_for=hooks_for, keep_best=best,
                     criterion=weighted_ce(1.0 - trial.alpha) if trial.alpha else None,
                     after=after)
     return row(ctx, trial, res, name, source.label if source else "")
 
 
 def row(ctx: Context, trial: Trial, res: dict, name: str, teacher: str, peer: int = 0) -> dict:
-    """The trials.csv row of `trial` (printed as it is made)."""
-    print(f"{name:>22}: test acc {res['test_acc']:.4f} (val {res['val_acc']:.4f})", flush=True)
+    """The trials.csv row of `trial` (printed as it is made): `test_acc` and `val_acc` are those
+    of the weights `setup.select` picks (the lowest validation loss, or the final ones)."""
+    final = ctx.cfg.setup.select == "final" and "final_val_acc" in res  # the ensemble: its own
+    test, val = ((res["final_test_acc"], res["final_val_acc"]) if final
+                 else (res["test_acc"], res["val_acc"]))
+    print(f"{name:>22}: test acc {test:.4f} (val {val:.4f})", flush=True)
     return {"method": trial.method, "teacher": teacher,
             "student": trial.model or ctx.cfg.setup.model, "seed": trial.seed,
             "generation": trial.generation, "peer": peer, "T": trial.T, "alpha": trial.alpha,
-            "test_acc": res["test_acc"], "val_acc": res["val_acc"],
+            "test_acc": test, "val_acc": val,
             "train_acc": res.get("train_acc"),  # absent from trials trained before it was logged
             "final_test_acc": res["final_test_acc"], "early_stop_iter": res["early_stop_iter"],
             "selected_last": res.get("selected_last"),

@@ -146,6 +146,21 @@ def test_finished_trials_are_reused(smoke, tmp_path):
 
 
 @pytest.mark.smoke
+def test_lottery_only_run_reuses_its_trials_and_has_no_scratch_section(smoke, tmp_path):
+    """`--methods none` (the lottery follow-ups) trains nothing new here and its table has the
+    ticket-vs-random section but no empty fine-tuned-vs-scratch table."""
+    base, _, _ = smoke
+    out = tmp_path / "lottery"
+    assert_reused("rethinking_pruning", base, "--methods", "none", "--out", str(out))
+    table = (out / "table.md").read_text()
+    assert "## Winning-ticket init vs random init" in table
+    assert "## Fine-tuned vs trained from scratch" not in table and "|  |" not in table
+    again = pd.read_csv(out / "trials.csv")
+    assert {"ticket_init", "random_init"} <= set(again.variant)
+    assert not set(again.variant) & {"finetune", "scratch_e", "scratch_b", "pruned"}
+
+
+@pytest.mark.smoke
 def test_packed_trials_equal_trials_run_alone(smoke, tmp_path_factory):
     """The smoke grid trains packed by default (--pack 0): each recipe's trials of one shape, of
     both seeds, as one stacked model. Seed 0's l1 arms, long baseline and unstructured inits at

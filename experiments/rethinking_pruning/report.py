@@ -153,10 +153,11 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         f"pruned (structured) or parameters / non-zero parameters (unstructured). Test accuracy "
         f"(%) of the final weights, mean ± sd over {cfg.seeds} seeds. params and MACs: pruned / "
         f"large; unstructured params count non-zero weights, its MACs are dense.\n\n")
-    body = "## Fine-tuned vs trained from scratch\n\n" + markdown(scratch_table(trials, lr0))
+    scratch = scratch_table(trials, lr0)  # empty in a lottery-only run (--methods none)
+    body = ("## Fine-tuned vs trained from scratch\n\n" + markdown(scratch) + "\n") if len(scratch) else ""
     lot = lottery_table(trials)
     if len(lot):
-        body += ("\n## Winning-ticket init vs random init\n\nThe large model is trained at `lr`, "
+        body += ("## Winning-ticket init vs random init\n\nThe large model is trained at `lr`, "
                  "pruned, and the pruned net retrained at the same `lr` and schedule from its "
                  "original init restricted to what was kept (ticket) or from a fresh init of the large "
                  "model restricted the same way (random: the ticket's per-layer init scale). At "

@@ -103,7 +103,8 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
                               c.name == "method" else c, kind="stable").reset_index(drop=True)
     table.insert(5, "Δ vs alone (pts)", paired_delta(full, table))
     table.insert(6, "w·term / CE, start → end", balance(full, table))
-    if "train_acc" in trials and trials.train_acc.notna().any():
+    has_fit = "train_acc" in trials and trials.train_acc.notna().any()  # trials since it was logged
+    if has_fit:
         table.insert(5, "train acc %", fit(full, table))
     table = table.rename(columns={"test_acc": "test acc %"})
 
@@ -127,7 +128,7 @@ def write_report(ctx: Context, rows: list[dict]) -> Path:
         + (" train acc %: the selected weights' accuracy on the training set (unaugmented), "
            "mean over the row's trials: how much of its training set a network fits, and so "
            "how many of the soft targets it hands down name another class than the label."
-           if "train_acc" in trials and trials.train_acc.notna().any() else "") + "\n\n")
+           if has_fit else "") + "\n\n")
     teacher_s = trials.loc[trials.method == "teacher", "train_wall_s"].sum()
     note = (f" (of which the shared teacher {teacher_s:.0f} s, trained once for logit_kd, "
             f"feature_kd and rkd)")

@@ -91,10 +91,11 @@ def train(ctx: Context, trial: Trial, source: Source | None = None, name: str = 
     best = setup.select == "best"
 
     def after(model: nn.Module, res) -> dict:
-        handed_down = res.best_state if best else model.state_dict()
-        atomic_torch_save(handed_down, run.path("best.pt"))  # what the chain hands down
-        selected = copy.deepcopy(model)  # no init drawn: the RNG is left as training left it
-        selected.load_state_dict(handed_down)
+        selected = model  # final weights; else a copy holding the best ones (no init drawn)
+        if best:
+            selected = copy.deepcopy(model)
+            selected.load_state_dict(res.best_state)
+        atomic_torch_save(selected.state_dict(), run.path("best.pt"))  # what the chain hands down
         fit = {"train_acc": evaluate(selected, ctx.data.train_x, ctx.data.train_y)[1]}
         # ratio_<term>_start/_end: α·term / CE; none without a teacher or a label term (lr)
         return fit if term is None else {**fit, **term_ratios(res.history, {term.name: term.weight},

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from experiments import provenance
@@ -81,7 +82,7 @@ def _train_claimed(ctx: Context, todo: list[TrialSpec], train_cfg: TrainConfig, 
         if s not in alone:
             by_step[steps[id(s)], s.pack_with is None].append(s)
     for group in by_step.values():
-        size = pack or _pack_size(len(group))
+        size = pack or _pack_size(len(group), _max_pack(ctx, group[0], train_cfg))
         for i in range(0, len(group), size):
             chunk = group[i:i + size]
             try:
@@ -111,12 +112,47 @@ def _restart_split_pack(specs: list[TrialSpec], steps: dict[int, int]) -> None:
 
 
 MAX_PACK = 16  # LeNet on 2 CPU cores: 8-16 trials per pack are fastest, 38 slower (benchmark)
+# On a CPU a pack keeps its speed per trial while its largest activation (batch x K trials x
+# one layer's output, fp32) stays well inside the cache: vgg_narrow at batch 128 (6.4 MB per
+# trial in its first conv) trained at 1.0x one trial alone packed 2 (13 MB), 0.85x packed 3
+# (19 MB), 0.46x packed 6; at half width (3.2 MB per trial) 1.4x packed 3 to 6 (19 MB), 0.8x
+# packed 9 (29 MB). 2-core AMD EPYC with a 32 MB L3, channels_last; `make benchmark`.
+PACK_CACHE_BYTES = 16e6
 
 
-def _pack_size(n: int) -> int:
-    """Trials per pack when --pack is 0: all of them, in equal packs of at most MAX_PACK."""
-    packs = -(-n // MAX_PACK)
+def _pack_size(n: int, most: int = MAX_PACK) -> int:
+    """Trials per pack when --pack is 0: all of them, in equal packs of at most `most`."""
+    packs = -(-n // max(1, most))
     return -(-n // packs)
+
+
+def largest_activation(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Elements of the largest output of any of `model`'s layers, per input row."""
+    sizes = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel() if torch.is_tensor(out) else 0))
+             for m in model.modules() if not list(m.children())]
+    try:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+        model.train(was)
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(sizes)
+
+
+def _max_pack(ctx: Context, spec: TrialSpec, cfg: TrainConfig) -> int:
+    """The most trials of `spec`'s kind one pack holds: MAX_PACK, and on a CPU no more than
+    keep the pack's largest activation within PACK_CACHE_BYTES."""
+    if ctx.device.type != "cpu":
+        return MAX_PACK
+    with torch.random.fork_rng(devices=[]):  # a build seeds the global generator: keep its state
+        model = spec.build()
+    per_trial = 4 * cfg.batch_size * largest_activation(model, ctx.data.input_shape)
+    return max(1, min(MAX_PACK, int(PACK_CACHE_BYTES // per_trial)))
 
 
 def _checkpoint_step(run: Run) -> int:

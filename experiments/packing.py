@@ -114,9 +114,10 @@ def _restart_split_pack(specs: list[TrialSpec], steps: dict[int, int]) -> None:
 MAX_PACK = 16  # LeNet on 2 CPU cores: 8-16 trials per pack are fastest, 38 slower (benchmark)
 # On a CPU a pack keeps its speed per trial while its largest activation (batch x K trials x
 # one layer's output, fp32) stays well inside the cache: vgg_narrow at batch 128 (6.4 MB per
-# trial in its first conv) trained at 1.0x one trial alone packed 2 (13 MB), 0.85x packed 3
-# (19 MB), 0.46x packed 6; at half width (3.2 MB per trial) 1.4x packed 3 to 6 (19 MB), 0.8x
-# packed 9 (29 MB). 2-core AMD EPYC with a 32 MB L3, channels_last; `make benchmark`.
+# trial in its first conv) trained at 1.0x one trial alone packed 2 (13 MB), 0.9x packed 3
+# (19 MB), 0.7x packed 6; at half width (3.2 MB per trial) 1.4-1.5x packed 4 to 6 (13-19 MB),
+# 1.2x packed 9 (29 MB), 1.05x packed 12. 2-core AMD EPYC with a 32 MB L3, channels_last,
+# interleaved; `make benchmark` measures it ("Packed trials, vgg_narrow").
 PACK_CACHE_BYTES = 16e6
 
 

@@ -15,6 +15,9 @@ median of the per-round ratios: the VM's speed moves 2x between minutes, never w
    beyond the caches) and the pack's fused Adam alone, which moves 28 bytes per weight per step.
 3. The small IMP job (3 levels x 2 epochs, batch 128, SGD 0.1), start-up included, vs the same
    job as a bare script (scripts/bare_imp.py) and, with --open-lth DIR, in open_lth.
+   The same for a conv net, vgg_narrow at full and half width (SGD, batch 128, channels_last):
+   alone, packed as large as the lab packs it here (`experiments.packing`: on a CPU the pack's
+   largest activation stays within PACK_CACHE_BYTES), one more, and 3x that.
 4. Evaluation: vgg_narrow over val + test, in the lab's CPU chunks (128 rows) against the
    10,000 rows (5,000 packed) it used before, alone and 3 packed.
 5. Precision: a small CNN (vgg_small, batch 128) in fp32, fp32 channels_last and bf16
@@ -153,6 +156,36 @@ def eval_speed(splits: data.Splits, chunk: int | None, packed_k: int = 0) -> flo
     else:
         evaluate(nets[0], x, y, chunk)
     return len(x) * len(nets) / (time.perf_counter() - start)
+
+
+VGG_NARROW_HALF = (8, "M", 16, "M", 32, 32, "M")  # vgg_narrow with half its filters (l1 at 0.5)
+
+
+def packed_cnn(splits: data.Splits, k: int, images: int, widths: tuple | None = None) -> float:
+    """Total trial-images/s of training K vgg_narrows (SGD, batch 128, channels_last, as
+    rethinking_pruning trains them) as one pack; K = 1: `train` alone."""
+    steps = max(2, images // (k * 128))
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                      iterations=steps, eval_every=steps, channels_last=True)
+    nets = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        nets.append(models.build("vgg_narrow", splits.input_shape, splits.num_classes,
+                                 widths=widths).to(splits.train_x.device))
+    if k == 1:
+        return train(nets[0], splits, cfg, seed=0).images_per_s
+    return train_packed(PackedNet(nets), splits, cfg, seeds=list(range(k)))[0].images_per_s
+
+
+def cnn_pack_sizes(splits: data.Splits, widths: tuple | None, device: str) -> tuple[int, list[int]]:
+    """The lab's largest pack of this net on `device` (`experiments.packing`), and the pack sizes
+    to measure: 1, that, one above it and 3x it (where a CPU's cache stops a pack)."""
+    from experiments.packing import MAX_PACK, PACK_CACHE_BYTES, largest_activation
+
+    net = models.build("vgg_narrow", splits.input_shape, splits.num_classes, widths=widths)
+    per_trial = 4 * 128 * largest_activation(net, splits.input_shape)
+    cap = MAX_PACK if device != "cpu" else max(1, min(MAX_PACK, int(PACK_CACHE_BYTES // per_trial)))
+    return cap, sorted({1, cap, cap + 1, 3 * cap})
 
 
 def cnn(splits: data.Splits, steps: int, channels_last: bool, precision: str) -> float:
@@ -316,6 +349,12 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
         rounds)}
     out["packed"] = interleaved({**{f"K = {k}": (lambda k=k: packed(small, k, images)) for k in (1, 4, 16, 64)},
                                  WIDE: lambda: wide(small, 16 * 60, images)}, rounds)
+    cnn_images = 1536 if quick else 30_720
+    for key, widths in (("packed_cnn", None), ("packed_cnn_half", VGG_NARROW_HALF)):
+        cap, sizes = cnn_pack_sizes(small, widths, device)
+        out[key] = interleaved({
+            ("alone" if k == 1 else f"K = {k}") + " (the lab's largest pack here)" * (k == cap):
+            (lambda k=k, w=widths: packed_cnn(small, k, cnn_images, w)) for k in sizes}, rounds)
     ev = small if quick else full
     out["eval"] = interleaved({
         "chunks of 10,000 rows (the lab's before)": lambda: eval_speed(ev, 10_000),
@@ -347,6 +386,10 @@ def sections(device: str, quick: bool, rounds: int) -> dict:
 
 TITLES = {"loop": ("Training loop, LeNet-300-100, Adam, batch 60", "images/s (wall)"),
           "packed": ("Packed trials, LeNet-300-100, Adam, batch 60", "trial-images/s (training)"),
+          "packed_cnn": ("Packed trials, vgg_narrow, SGD, batch 128, channels_last",
+                         "trial-images/s (training)"),
+          "packed_cnn_half": ("Packed trials, vgg_narrow at half width (8-16-32-32), SGD, batch 128, "
+                              "channels_last", "trial-images/s (training)"),
           "eval": ("Evaluation, vgg_narrow on val + test (15,000 images; --quick: 200)",
                    "images/s"),
           "precision": ("Precision, vgg_small, SGD, batch 128", "images/s (training)"),

@@ -29,9 +29,16 @@ def test_quick_benchmark_writes_every_section(bench, tmp_path):
     result = json.loads(out.with_suffix(".json").read_text())
     cpu = result["devices"]["cpu"]
     assert [r["name"] for r in cpu["packed"]] == ["K = 1", "K = 4", "K = 16", "K = 64", bench.WIDE]
-    for rows in [cpu[k] for k in ("loop", "packed", "eval", "precision", "matmul", "memory")] + [result["imp"]]:
+    for rows in [cpu[k] for k in ("loop", "packed", "packed_cnn", "packed_cnn_half", "eval", "precision",
+                                  "matmul", "memory")] + [result["imp"]]:
         assert len(rows) >= 2 and rows[0]["ratio"] == 1 and all(r["median"] > 0 for r in rows)
     assert [r["name"] for r in cpu["matmul"]] == ["fp32", "bf16", bench.PEAK_ROW]
+    # conv packs: alone, the lab's largest pack on a CPU (2 full vgg_narrows, 4 at half width), one
+    # more, and 3x it
+    assert [r["name"] for r in cpu["packed_cnn"]] == [
+        "alone", "K = 2 (the lab's largest pack here)", "K = 3", "K = 6"]
+    assert [r["name"] for r in cpu["packed_cnn_half"]][1:] == [
+        "K = 4 (the lab's largest pack here)", "K = 5", "K = 12"]
     assert 0 < cpu["k16_peak"]["fraction"] and cpu["k16_peak"]["flops_per_image"] > 1e6
     assert 0 < cpu["k16_peak"]["wide_fraction"] and 0 < cpu["k16_peak"]["ceiling"] < 1
     md = out.with_suffix(".md").read_text()

@@ -239,3 +239,35 @@ def test_a_killed_supermask_pack_resumes_with_the_same_numbers(data, tmp_path):
             [r["val_loss"] for r in ref[k].history], rel=1e-6)
         for n, t in ref_net.state(k).items():
             torch.testing.assert_close(net.state(k)[n], t)
+
+
+def test_largest_activation_and_the_pack_size_rule():
+    """`experiments.packing` caps a CPU pack by its largest activation: vgg_narrow's first conv
+    writes 16 x 28 x 28 values per row, a LeNet's widest layer 300; at batch 128, fp32, a 16 MB
+    budget holds 2 full vgg_narrows (6.4 MB each), 4 at half width and 16 (MAX_PACK) LeNets."""
+    from types import SimpleNamespace
+
+    from experiments import packing
+
+    shape = (1, 28, 28)
+    vgg = models.build("vgg_narrow", shape, 10)
+    half = models.build("vgg_narrow", shape, 10, widths=(8, "M", 16, "M", 32, 32, "M"))
+    lenet = models.build("lenet_300_100", shape, 10)
+    assert [packing.largest_activation(m, shape) for m in (vgg, half, lenet)] == [16 * 28 * 28, 8 * 28 * 28, 784]
+    assert vgg.training  # the probe leaves the model's mode as it found it
+
+    torch.manual_seed(7)
+    state = torch.random.get_rng_state()
+
+    def most(build, device="cpu", batch=128):
+        ctx = SimpleNamespace(device=torch.device(device), data=SimpleNamespace(input_shape=shape))
+        spec = SimpleNamespace(build=lambda: (torch.manual_seed(123), build())[1])
+        return packing._max_pack(ctx, spec, TrainConfig(batch_size=batch, iterations=1))
+
+    assert most(lambda: vgg) == 2 and most(lambda: half) == 4 and most(lambda: lenet) == packing.MAX_PACK
+    assert most(lambda: vgg, batch=512) == 1 and most(lambda: vgg, device="meta") == packing.MAX_PACK
+    assert torch.equal(torch.random.get_rng_state(), state)  # the probe's build left the generator alone
+    # n trials in equal packs of at most `most`
+    assert [packing._pack_size(n, 2) for n in (1, 2, 3, 6)] == [1, 2, 2, 2]
+    assert [packing._pack_size(n, 4) for n in (4, 5, 9)] == [4, 3, 3]
+    assert packing._pack_size(40) == 14 and packing._pack_size(3, 1) == 1

@@ -144,7 +144,7 @@ def for_scale(scale: str, model: str | None = None) -> RethinkConfig:
         # twice), evaluated every 2 epochs; the large model is also trained for Scratch-B's
         # longest budget (long_baseline, 32 epochs): the control for convergence. 16 epochs is
         # where the lr-0.1 large model stops gaining (follow-up epochs16, whose trials are these
-        # very trials, same hashes). ~28 min alone on a 2-core AMD EPYC. Fine-tuning: Li et
+        # very trials, same hashes). ~22 min alone on a 2-core AMD EPYC. Fine-tuning: Li et
         # al.'s, lr 1e-3 for a quarter of the epochs (40 of 160). The paper's fine-tune vs
         # scratch comparison runs for l1 (a predefined architecture); slimming and unstructured
         # scratch arms are left to --methods (README).

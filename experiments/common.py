@@ -226,7 +226,9 @@ class Experiment:
         if self.packs:
             p.add_argument("--pack", type=int, default=0,
                            help="trials of one architecture trained together as one stacked model: "
-                                "0 (default) packs all that can be, 1 trains each alone")
+                                "0 (default) packs all that can be, in packs of up to 16 (on a CPU, "
+                                "fewer for a conv net: as many as keep its activations within 16 MB), "
+                                "1 trains each alone")
         return p
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple[Any, str, torch.device]:

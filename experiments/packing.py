@@ -3,7 +3,7 @@
 An experiment describes each trial as a `TrialSpec` (its run folder, name, seed, how to build
 its starting model, its mask, what to save after) and hands a list of them to `train_all`.
 Finished trials are read back, never recomputed; the rest train in packs of `pack` trials that
-share a recipe (0: as many as there are), each with its own run folder, checkpoint,
+share a recipe (0: as many as fit, `_max_pack`), each with its own run folder, checkpoint,
 metrics.csv, wandb run and result, exactly as `run_trial` would write them. Trials whose
 model cannot be packed (a residual net), or that need loop hooks, train alone, unless their
 spec packs them with what the hooks do (`pack_with`: learned supermasks).

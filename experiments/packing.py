@@ -130,30 +130,39 @@ def _pack_size(n: int, most: int = MAX_PACK) -> int:
 def largest_activation(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Elements of the largest output of any of `model`'s layers, per input row."""
     sizes = [0]
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel() if torch.is_tensor(out) else 0))
-             for m in model.modules() if not list(m.children())]
+
+    def record(_m, _i, out):
+        sizes.append(out[0].numel() if torch.is_tensor(out) else 0)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+    was = model.training
     try:
-        was = model.training
         model.eval()
         with torch.no_grad():
             p = next(model.parameters())
             model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
-        model.train(was)
     finally:
+        model.train(was)
         for h in hooks:
             h.remove()
     return max(sizes)
 
 
-def _max_pack(ctx: Context, spec: TrialSpec, cfg: TrainConfig) -> int:
-    """The most trials of `spec`'s kind one pack holds: MAX_PACK, and on a CPU no more than
-    keep the pack's largest activation within PACK_CACHE_BYTES."""
-    if ctx.device.type != "cpu":
+def pack_limit(build: Callable[[], nn.Module], input_shape: Sequence[int], batch_size: int,
+               device: torch.device | str) -> int:
+    """The most trials of `build`'s model one pack holds: MAX_PACK, and on a CPU no more than keep
+    the pack's largest activation within PACK_CACHE_BYTES (the model is built only then)."""
+    if torch.device(device).type != "cpu":
         return MAX_PACK
     with torch.random.fork_rng(devices=[]):  # a build seeds the global generator: keep its state
-        model = spec.build()
-    per_trial = 4 * cfg.batch_size * largest_activation(model, ctx.data.input_shape)
+        model = build()
+    per_trial = 4 * batch_size * largest_activation(model, input_shape)
     return max(1, min(MAX_PACK, int(PACK_CACHE_BYTES // per_trial)))
+
+
+def _max_pack(ctx: Context, spec: TrialSpec, cfg: TrainConfig) -> int:
+    """`pack_limit` for the trials of `spec`'s kind in this experiment."""
+    return pack_limit(spec.build, ctx.data.input_shape, cfg.batch_size, ctx.device)
 
 
 def _checkpoint_step(run: Run) -> int:

@@ -110,12 +110,12 @@ def lab_loop(splits: data.Splits, steps: int, eval_every: int = 0, mask: bool = 
     return steps * 60 / (time.perf_counter() - start)
 
 
-def lenets(k: int, device, shape=(1, 28, 28), classes: int = 10) -> list[torch.nn.Module]:
-    """K LeNet-300-100s, trial i initialised from seed i."""
+def seeded(name: str, k: int, device, shape=(1, 28, 28), classes: int = 10, **kw) -> list[torch.nn.Module]:
+    """K models `name`, trial i initialised from seed i."""
     nets = []
     for seed in range(k):
         torch.manual_seed(seed)
-        nets.append(models.build(LENET, shape, classes).to(device))
+        nets.append(models.build(name, shape, classes, **kw).to(device))
     return nets
 
 
@@ -123,7 +123,7 @@ def packed(splits: data.Splits, k: int, images: int) -> float:
     """Total trial-images/s of training K LeNets as one pack (K = 1: `train` alone)."""
     steps = max(2, images // (k * 60))
     cfg = TrainConfig(**ADAM, iterations=steps, eval_every=steps)
-    nets = lenets(k, splits.train_x.device, splits.input_shape, splits.num_classes)
+    nets = seeded(LENET, k, splits.train_x.device, splits.input_shape, splits.num_classes)
     if k == 1:
         return train(nets[0], splits, cfg, seed=0).images_per_s
     return train_packed(PackedNet(nets), splits, cfg, seeds=list(range(k)))[0].images_per_s
@@ -133,7 +133,7 @@ def wide(splits: data.Splits, batch: int, images: int) -> float:
     """Images/s of one LeNet trained alone at K = 16's rows per step (batch 960): one weight set
     and one optimiser, so each layer is one large GEMM. What a pack would reach if its K trials
     cost nothing apart; the reference for its share of the matmul peak."""
-    net = lenets(1, splits.train_x.device, splits.input_shape, splits.num_classes)[0]
+    net = seeded(LENET, 1, splits.train_x.device, splits.input_shape, splits.num_classes)[0]
     steps = max(2, images // batch)
     cfg = TrainConfig(**{**ADAM, "batch_size": batch}, iterations=steps, eval_every=steps)
     return train(net, splits, cfg, seed=0).images_per_s
@@ -167,24 +167,20 @@ def packed_cnn(splits: data.Splits, k: int, images: int, widths: tuple | None = 
     steps = max(2, images // (k * 128))
     cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=128,
                       iterations=steps, eval_every=steps, channels_last=True)
-    nets = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        nets.append(models.build("vgg_narrow", splits.input_shape, splits.num_classes,
-                                 widths=widths).to(splits.train_x.device))
+    nets = seeded("vgg_narrow", k, splits.train_x.device, splits.input_shape, splits.num_classes,
+                  widths=widths)
     if k == 1:
         return train(nets[0], splits, cfg, seed=0).images_per_s
     return train_packed(PackedNet(nets), splits, cfg, seeds=list(range(k)))[0].images_per_s
 
 
 def cnn_pack_sizes(splits: data.Splits, widths: tuple | None, device: str) -> tuple[int, list[int]]:
-    """The lab's largest pack of this net on `device` (`experiments.packing`), and the pack sizes
-    to measure: 1, that, one above it and 3x it (where a CPU's cache stops a pack)."""
-    from experiments.packing import MAX_PACK, PACK_CACHE_BYTES, largest_activation
+    """The lab's largest pack of this net on `device` (`experiments.packing.pack_limit`), and the
+    pack sizes to measure: 1, that, one above it and 3x it (where a CPU's cache stops a pack)."""
+    from experiments.packing import pack_limit
 
-    net = models.build("vgg_narrow", splits.input_shape, splits.num_classes, widths=widths)
-    per_trial = 4 * 128 * largest_activation(net, splits.input_shape)
-    cap = MAX_PACK if device != "cpu" else max(1, min(MAX_PACK, int(PACK_CACHE_BYTES // per_trial)))
+    cap = pack_limit(lambda: models.build("vgg_narrow", splits.input_shape, splits.num_classes,
+                                          widths=widths), splits.input_shape, 128, device)
     return cap, sorted({1, cap, cap + 1, 3 * cap})
 
 
@@ -244,7 +240,7 @@ def add_gbps(device: str, mb: int = 128, reps: int = 10) -> float:
 def adam_gbps(device: str, k: int = 16, reps: int = 20) -> float:
     """The pack's optimiser alone (`lib.train.make_optimizer`: fused Adam) over K LeNets' stacked
     weights with gradients in place, as GB/s of the ADAM_BYTES per weight it must move."""
-    params = list(PackedNet(lenets(k, device)).stacked)
+    params = list(PackedNet(seeded(LENET, k, device)).stacked)
     for p in params:
         p.grad = torch.randn_like(p)
     opt = make_optimizer(params, TrainConfig(**ADAM, iterations=1))
